@@ -1,0 +1,473 @@
+"""TOML configuration → frozen dataclasses.
+
+No file at all is a valid configuration (auto-detect scanners, serve the local socket). A bad
+file fails fast with one message naming the file, the key path and what was expected:
+`config.toml: scanner[1].baudrate: expected one of 1200…921600, got "fast"`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+DEFAULT_CONFIG_PATH = Path("/etc/scannerd/config.toml")
+
+AREAS = ("outpatient", "emergency", "inpatient", "international")
+ROLES = ("window", "kiosk")
+TRANSPORTS = ("serial", "evdev", "hidpos")
+BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+PARITIES = ("N", "E", "O", "M", "S")
+LAYOUTS = ("us", "uk", "de", "fr")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: `file: key: expected …, got …`."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file, self.key, self.message = file, key, message
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+def default_socket_path() -> str:
+    if os.geteuid() == 0:
+        return "/run/scannerd/scannerd.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "scannerd.sock")
+    return f"/tmp/scannerd-{os.geteuid()}/scannerd.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    hospital: str = ""
+    hospital_name: str = ""
+    area: str = "outpatient"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketConfig:
+    path: str = field(default_factory=default_socket_path)
+    mode: int = 0o660
+    group: str = ""
+    client_buffer_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    payment_ttl_s: float = 60.0
+    duplicate_window_ms: int = 1500
+    # How long a non-payment code waits for a subscriber (a prescription slip is not a secret,
+    # but replaying a five-minute-old scan to a HIS that reconnects surprises a cashier).
+    other_ttl_s: float = 60.0
+    queue_limit: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerConfig:
+    name: str
+    transport: str = "serial"
+    path: str = ""
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    encoding: str = "utf-8"
+    role: str = "window"
+    area: str = ""  # empty: site.area
+    terminator: str = "CR"
+    idle_gap_ms: int = 50
+    prefix: str = ""
+    suffix: str = ""
+    max_length: int = 512
+    aim: bool = True
+    vendor_ids: Mapping[str, str] = field(default_factory=dict)
+    # Matching a hotplugged device (evdev/hidpos and serial by-id).
+    usb: str = ""  # "vid:pid", lowercase hex
+    match_name: str = ""  # regex on the input device name
+    by_id: str = ""
+    # Keyboard wedge.
+    grab: bool = True
+    layout: str = "us"
+    shared_keyboard: bool = False
+    alt_numpad: bool = False
+    human_max_median_gap_ms: float = 15.0
+    human_min_chars: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    topic_prefix: str = ""
+    qos: int = 1
+    keepalive_s: int = 30
+    queue_limit: int = 1000
+    subscribe_cmd: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = ""  # "127.0.0.1:9464" serves Prometheus text; empty: only the socket `metrics` command
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    auto: bool = True
+    extra_vendor_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str = "<embedded default>"
+    site: SiteConfig = field(default_factory=SiteConfig)
+    socket: SocketConfig = field(default_factory=SocketConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    scanners: tuple[ScannerConfig, ...] = ()
+    mqtt: MqttConfig | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
+    classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
+
+    def scanner_area(self, scanner: ScannerConfig) -> str:
+        return scanner.area or self.site.area
+
+
+# --- reading values ---------------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table being read: every get names its key path, unknown keys are an error."""
+
+    def __init__(self, file: str, path: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(file, path, f"expected a table, got {_show(data)}")
+        self.file, self.path, self.data = file, path, data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def err(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), message)
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T) -> T:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a TOML `true` is never a number here.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.err(name, f"expected {_kind_name(kinds)}, got {_show(value)}")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.err(name, f"expected {_kind_name(kinds)}, got {_show(value)}")
+        return value  # type: ignore[return-value]
+
+    def choice(self, name: str, choices: tuple[Any, ...], default: Any, shown: str | None = None) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) or value not in choices:
+            listing = shown or " | ".join(str(c) for c in choices)
+            raise self.err(name, f"expected one of {listing}, got {_show(value)}")
+        return value
+
+    def number(self, name: str, default: float, lo: float, hi: float, integer: bool = True) -> Any:
+        value = self.get(name, int if integer else (int, float), default)
+        if not lo <= value <= hi:
+            raise self.err(name, f"expected a number from {_num(lo)} to {_num(hi)}, got {_show(value)}")
+        return value
+
+    def check(self, name: str, value: str, pattern: str, expected: str) -> str:
+        if value and not re.fullmatch(pattern, value):
+            raise self.err(name, f"expected {expected}, got {_show(value)}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise self.err(unknown[0], f"unknown key (known keys here: {known})")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    if int in kinds and float in kinds:
+        return "a number"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def _site(t: _Table) -> SiteConfig:
+    hospital = t.check("hospital", t.get("hospital", str, ""), r"H\d{11}", 'H followed by 11 digits (国标编码, e.g. "H37020201175")')
+    site = SiteConfig(
+        hospital=hospital,
+        hospital_name=t.get("hospital_name", str, ""),
+        area=t.choice("area", AREAS, "outpatient"),
+    )
+    t.finish()
+    return site
+
+
+def _socket(t: _Table) -> SocketConfig:
+    path = t.get("path", str, "") or default_socket_path()
+    mode_text = t.get("mode", str, "0660")
+    if not re.fullmatch(r"0?[0-7]{3}", mode_text):
+        raise t.err("mode", f'expected an octal mode like "0660", got {_show(mode_text)}')
+    sock = SocketConfig(
+        path=path,
+        mode=int(mode_text, 8),
+        group=t.get("group", str, ""),
+        client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
+    )
+    t.finish()
+    return sock
+
+
+def _policy(t: _Table) -> PolicyConfig:
+    policy = PolicyConfig(
+        payment_ttl_s=t.number("payment_ttl_s", 60.0, 1, 600, integer=False),
+        duplicate_window_ms=t.number("duplicate_window_ms", 1500, 0, 60_000),
+        other_ttl_s=t.number("other_ttl_s", 60.0, 1, 3600, integer=False),
+        queue_limit=t.number("queue_limit", 256, 1, 100_000),
+    )
+    t.finish()
+    return policy
+
+
+def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
+    name = t.get("name", str, "")
+    if not name:
+        raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
+    transport = t.choice("transport", TRANSPORTS, "serial")
+    path = t.get("path", str, "")
+    usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
+    match_name = t.get("match_name", str, "")
+    if match_name:
+        try:
+            re.compile(match_name)
+        except re.error as e:
+            raise t.err("match_name", f"expected a regular expression, got {_show(match_name)} ({e})") from None
+    by_id = t.get("by_id", str, "")
+    if transport == "serial" and not path and not by_id:
+        raise t.err("path", 'expected the serial device path (e.g. "/dev/ttyACM0" or a /dev/serial/by-id/… link)')
+    if transport != "serial" and not (path or usb or match_name or by_id):
+        raise t.err("path", "expected at least one of path, usb, match_name or by_id to find the device")
+    baud = t.choice("baudrate", BAUDRATES, 9600, shown=f"{BAUDRATES[0]}…{BAUDRATES[-1]}")
+    vendor_ids = t.get("vendor_ids", dict, {})
+    for k, v in vendor_ids.items():
+        if len(k) != 1 or not isinstance(v, str):
+            raise t.err("vendor_ids", f'expected one-character keys with symbology names, e.g. {{ s = "qr" }}, got key {_show(k)}')
+    encoding = t.get("encoding", str, "utf-8")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise t.err("encoding", f'expected a text encoding such as "utf-8" or "gbk", got {_show(encoding)}') from None
+    scanner = ScannerConfig(
+        name=name,
+        transport=transport,
+        path=path,
+        baudrate=baud,
+        bytesize=t.choice("bytesize", (5, 6, 7, 8), 8),
+        parity=t.choice("parity", PARITIES, "N"),
+        stopbits=t.choice("stopbits", (1, 1.5, 2), 1),
+        encoding=encoding,
+        role=t.choice("role", ROLES, "window"),
+        area=t.choice("area", AREAS, ""),
+        terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
+        idle_gap_ms=t.number("idle_gap_ms", 50, 5, 5000),
+        prefix=t.get("prefix", str, ""),
+        suffix=t.get("suffix", str, ""),
+        max_length=t.number("max_length", 512, 8, 65536),
+        aim=t.get("aim", bool, True),
+        vendor_ids=dict(vendor_ids),
+        usb=usb,
+        match_name=match_name,
+        by_id=by_id,
+        grab=t.get("grab", bool, True),
+        layout=t.choice("layout", LAYOUTS, "us"),
+        shared_keyboard=t.get("shared_keyboard", bool, False),
+        alt_numpad=t.get("alt_numpad", bool, False),
+        human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
+        human_min_chars=t.number("human_min_chars", 6, 1, 512),
+    )
+    t.finish()
+    return scanner
+
+
+def _mqtt(t: _Table, file: str) -> MqttConfig:
+    host = t.get("host", str, "")
+    if not host:
+        raise t.err("host", "expected the broker host name or address")
+    password_file = t.get("password_file", str, "")
+    password = t.get("password", str, "")
+    if password and password_file:
+        raise t.err("password_file", "expected either password or password_file, not both")
+    tls = t.get("tls", bool, False)
+    cfg = MqttConfig(
+        host=host,
+        port=t.number("port", 8883 if tls else 1883, 1, 65535),
+        client_id=t.get("client_id", str, ""),
+        username=t.get("username", str, ""),
+        password=password,
+        password_file=password_file,
+        tls=tls,
+        ca_file=t.get("ca_file", str, ""),
+        cert_file=t.get("cert_file", str, ""),
+        key_file=t.get("key_file", str, ""),
+        topic_prefix=t.get("topic_prefix", str, "").rstrip("/"),
+        qos=t.choice("qos", (0, 1, 2), 1),
+        keepalive_s=t.number("keepalive_s", 30, 5, 3600),
+        queue_limit=t.number("queue_limit", 1000, 1, 1_000_000),
+        subscribe_cmd=t.get("subscribe_cmd", bool, True),
+    )
+    t.finish()
+    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+        value = getattr(cfg, key)
+        if value and not os.path.exists(value):
+            raise t.err(key, f"expected an existing file, got {_show(value)} (not found)")
+    if cfg.password_file:
+        mode = os.stat(cfg.password_file).st_mode
+        if mode & 0o004:
+            raise t.err("password_file", f"expected a file others cannot read, got mode {oct(mode & 0o777)} (chmod o-r {cfg.password_file})")
+    return cfg
+
+
+def _metrics(t: _Table) -> MetricsConfig:
+    listen = t.check("listen", t.get("listen", str, ""), r"[^:\s]+:\d{1,5}", 'host:port, e.g. "127.0.0.1:9464"')
+    t.finish()
+    return MetricsConfig(listen=listen)
+
+
+def _discovery(t: _Table) -> DiscoveryConfig:
+    extra = t.get("extra_vendor_ids", list, [])
+    for i, v in enumerate(extra):
+        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{4}", v):
+            raise t.err(f"extra_vendor_ids[{i + 1}]", f'expected a 4-digit hex USB vendor id like "0c2e", got {_show(v)}')
+    cfg = DiscoveryConfig(auto=t.get("auto", bool, True), extra_vendor_ids=tuple(v.lower() for v in extra))
+    t.finish()
+    return cfg
+
+
+def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) -> T:
+    root.used.add(name)
+    if name not in root.data:
+        return default
+    return parse(_Table(root.file, name, root.data[name]))
+
+
+def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
+    root = _Table(file, "", data)
+    site = _section(root, "site", _site, SiteConfig())
+    socket = _section(root, "socket", _socket, SocketConfig())
+    policy = _section(root, "policy", _policy, PolicyConfig())
+    root.used.add("scanner")
+    raw_scanners = data.get("scanner", [])
+    if not isinstance(raw_scanners, list):
+        raise ConfigError(file, "scanner", "expected [[scanner]] tables (an array of tables)")
+    scanners = tuple(_scanner(_Table(file, f"scanner[{i + 1}]", s), i, site) for i, s in enumerate(raw_scanners))
+    seen: dict[str, int] = {}
+    for i, s in enumerate(scanners):
+        if s.name in seen:
+            raise ConfigError(file, f"scanner[{i + 1}].name", f'expected a unique name, "{s.name}" is also scanner[{seen[s.name] + 1}]')
+        seen[s.name] = i
+    mqtt = _section(root, "mqtt", lambda t: _mqtt(t, file), None)
+    metrics = _section(root, "metrics", _metrics, MetricsConfig())
+    discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
+    root.used.update({"rule", "classify"})
+    rules = data.get("rule", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise ConfigError(file, "rule", "expected [[rule]] tables (an array of tables)")
+    classify = data.get("classify", {})
+    if not isinstance(classify, dict):
+        raise ConfigError(file, "classify", "expected a [classify] table")
+    root.finish()
+    config = Config(
+        source=file,
+        site=site,
+        socket=socket,
+        policy=policy,
+        scanners=scanners,
+        mqtt=mqtt,
+        metrics=metrics,
+        discovery=discovery,
+        rules=tuple(rules),
+        classify=dict(classify),
+    )
+    _validate_rules(config)
+    return config
+
+
+def _validate_rules(config: Config) -> None:
+    """Site rules are checked by the classifier that will run them: one source of truth."""
+    try:
+        from .classify import Classifier, RuleError
+    except ImportError:  # classifier not built yet in this checkout
+        return
+    try:
+        Classifier.build(config.rules, config.classify)
+    except RuleError as e:
+        raise ConfigError(config.source, e.key, str(e).split(": ", 1)[-1]) from None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present)."""
+    if path is None:
+        if DEFAULT_CONFIG_PATH.exists():
+            path = DEFAULT_CONFIG_PATH
+        else:
+            return Config()
+    p = Path(path)
+    name = str(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(name, "", "file not found") from None
+    except OSError as e:
+        raise ConfigError(name, "", f"cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(name, "", f"not valid TOML: {e}") from None
+    return parse_config(data, name)

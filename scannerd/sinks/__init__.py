@@ -1,0 +1,1 @@
+"""Where events go: the local HIS socket, MQTT."""

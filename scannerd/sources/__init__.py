@@ -1,0 +1,1 @@
+"""Scanner transports: each turns one device's input into frames for the pipeline."""

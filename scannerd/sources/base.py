@@ -1,0 +1,87 @@
+"""What every transport shares: a per-device framer driven by the event loop's clock."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Callable
+
+from ..framing import Framer, FramingSpec
+from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected
+
+FrameSink = Callable[[Frame | Rejected], None]
+StateSink = Callable[[DeviceStateEvent], None]
+
+
+class FramedInput:
+    """A Framer plus the idle-gap timer that flushes it; one per device, never shared.
+
+    Sources push characters with their times (monotonic ns: arrival for serial, the kernel
+    event time mapped onto the monotonic clock for evdev); complete frames go to `emit`.
+    """
+
+    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink) -> None:
+        self.framer = Framer(device, spec)
+        self._emit = emit
+        self._timer: asyncio.TimerHandle | None = None
+
+    def push(self, chars: str, t_ns: int) -> None:
+        for item in self.framer.feed(chars, t_ns):
+            self._emit(item)
+        self._arm_timer()
+
+    def push_char(self, ch: str, t_ns: int) -> None:
+        for item in self.framer.feed_char(ch, t_ns):
+            self._emit(item)
+        self._arm_timer()
+
+    def abort(self, reason: str) -> None:
+        """Drop a partial frame as a reject (device removed, kernel dropped events)."""
+        self._cancel_timer()
+        for item in self.framer.abort(reason, time.monotonic_ns()):
+            self._emit(item)
+
+    def close(self) -> None:
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        deadline = self.framer.deadline_ns()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        # loop.time() is time.monotonic(): convert the framer's monotonic-ns deadline onto it.
+        delay = (deadline - time.monotonic_ns()) / 1e9
+        self._timer = loop.call_at(loop.time() + max(delay, 0.0) + 0.0005, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._timer = None
+        for item in self.framer.flush(time.monotonic_ns()):
+            self._emit(item)
+        self._arm_timer()
+
+
+class Source(abc.ABC):
+    """One configured or discovered device. `run()` lasts until cancelled or the device is gone
+    for good; a source that can reopen its device (serial) does so itself."""
+
+    def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink) -> None:
+        self.device = device
+        self.spec = spec
+        self.input = FramedInput(device.name, spec, emit)
+        self._state = state
+        self.present = False
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        self.present = state == "present"
+        self._state(DeviceStateEvent(self.device.name, state, reason))
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Read until cancelled."""
