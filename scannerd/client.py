@@ -1,0 +1,71 @@
+"""A small HIS-side client of the socket protocol, used by the CLI (listen, inject, status…)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from .config import load_config
+
+
+class ClientError(RuntimeError):
+    """The daemon could not be reached or answered with an error."""
+
+
+def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
+    if socket_path:
+        return socket_path
+    return load_config(config_path).socket.path
+
+
+def connect(path: str, timeout: float | None = 5.0) -> tuple[socket.socket, Any]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise ClientError(f"{path}: no such socket: is scannerd running? (systemctl status scannerd)") from None
+    except PermissionError:
+        raise ClientError(f"{path}: permission denied: add this user to the socket's group (see [socket] group)") from None
+    except ConnectionRefusedError:
+        raise ClientError(f"{path}: connection refused: the daemon is not running (stale socket file)") from None
+    stream = sock.makefile("rwb", buffering=0)
+    hello = json.loads(stream.readline() or b"{}")
+    if hello.get("type") != "hello":
+        raise ClientError(f"{path}: unexpected greeting {hello!r}")
+    return sock, stream
+
+
+def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command and return its reply (events arriving meanwhile are skipped)."""
+    path = resolve_socket_path(socket_path)
+    sock, stream = connect(path, timeout)
+    try:
+        stream.write((json.dumps(cmd, ensure_ascii=False) + "\n").encode())
+        while True:
+            line = stream.readline()
+            if not line:
+                raise ClientError(f"{path}: the daemon closed the connection")
+            msg = json.loads(line)
+            if msg.get("type") == "reply":
+                return msg
+    except socket.timeout:
+        raise ClientError(f"{path}: no reply within {timeout} s") from None
+    finally:
+        sock.close()
+
+
+def events(socket_path: str, devices: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield every event the daemon sends, forever (until the daemon closes)."""
+    sock, stream = connect(socket_path, timeout=None)
+    try:
+        if devices:
+            stream.write((json.dumps({"cmd": "subscribe", "devices": devices}) + "\n").encode())
+        for line in stream:
+            msg = json.loads(line)
+            if msg.get("type") != "reply":
+                yield msg
+    finally:
+        sock.close()

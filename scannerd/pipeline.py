@@ -1,0 +1,229 @@
+"""The daemon's core policy: classify, suppress double reads, stamp TTL, arm kiosks, fan out.
+
+Frames come in from sources; events go out to sinks. Everything here runs on the one event
+loop and never blocks: a sink that cannot keep up queues or drops by its own rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from .config import PolicyConfig
+from .model import (
+    Classification,
+    DeviceInfo,
+    DeviceStateEvent,
+    Event,
+    Frame,
+    Kind,
+    RejectEvent,
+    Rejected,
+    ScanEvent,
+    mask,
+)
+from .metrics import Metrics
+from .protocol import wall_clock_iso
+
+log = structlog.get_logger("scannerd.pipeline")
+
+
+class ClassifierLike(Protocol):
+    def classify(self, text: str, symbology: str | None = None) -> Classification: ...
+
+
+class CensusLike(Protocol):
+    def observe(self, text: str, symbology: str | None, c: Classification) -> None: ...
+
+
+class EventSink(Protocol):
+    name: str
+
+    def deliver(self, event: Event) -> None: ...
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sorts by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass
+class _Arming:
+    armed_until_ns: int | None  # None: armed with no deadline
+
+
+class Pipeline:
+    """source → (frame) → classify → dedupe → arming → TTL → sinks."""
+
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        classifier: ClassifierLike,
+        sinks: Iterable[EventSink],
+        metrics: Metrics,
+        census: CensusLike | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.policy = policy
+        self.classifier = classifier
+        self.sinks: list[EventSink] = list(sinks)
+        self.metrics = metrics
+        self.census = census
+        self.clock = clock
+        # device → {code digest: last seen ns}; digests, so no bearer token lingers in memory
+        # longer than the framer's own buffer.
+        self._recent: dict[str, dict[bytes, int]] = {}
+        self._arming: dict[str, _Arming] = {}
+        self.devices: dict[str, DeviceInfo] = {}
+        self.last_scan_ns: dict[str, int] = {}
+        self.scans_today = 0
+        self._today = time.localtime().tm_yday
+
+    # --- configuration --------------------------------------------------------------------
+
+    def reconfigure(self, policy: PolicyConfig, classifier: ClassifierLike) -> None:
+        self.policy = policy
+        self.classifier = classifier
+
+    def set_sinks(self, sinks: Iterable[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def register_device(self, device: DeviceInfo) -> None:
+        self.devices[device.name] = device
+
+    # --- arming (kiosks scan only while the payment page is shown) -------------------------
+
+    def arm(self, device: str, ttl_s: float | None) -> None:
+        deadline = None if ttl_s is None else self.clock() + int(ttl_s * 1e9)
+        self._arming[device] = _Arming(deadline)
+
+    def disarm(self, device: str) -> None:
+        self._arming.pop(device, None)
+
+    def is_armed(self, device: DeviceInfo) -> bool:
+        if device.role != "kiosk" or device.transport == "inject":
+            return True
+        arming = self._arming.get(device.name)
+        if arming is None:
+            return False
+        if arming.armed_until_ns is not None and self.clock() > arming.armed_until_ns:
+            del self._arming[device.name]
+            return False
+        return True
+
+    def arming_state(self) -> dict[str, Any]:
+        now = self.clock()
+        out: dict[str, Any] = {}
+        for name, device in self.devices.items():
+            if device.role != "kiosk":
+                continue
+            a = self._arming.get(name)
+            if a is None or (a.armed_until_ns is not None and now > a.armed_until_ns):
+                out[name] = {"armed": False}
+            else:
+                left = None if a.armed_until_ns is None else round((a.armed_until_ns - now) / 1e9, 1)
+                out[name] = {"armed": True, "remaining_s": left}
+        return out
+
+    # --- the flow -------------------------------------------------------------------------
+
+    def submit(self, device: DeviceInfo, item: Frame | Rejected) -> ScanEvent | RejectEvent | None:
+        """Take one framed read from a source; returns what was emitted (for tests and inject)."""
+        if isinstance(item, Rejected):
+            return self._reject(device.name, item.reason, item.text)
+        frame = item
+        c = self.classifier.classify(frame.text, frame.symbology)
+        if self.census is not None and (c.channel == "unknown" or c.confidence == "candidate"):
+            self.census.observe(frame.text, frame.symbology, c)
+        if c.reject_reason:
+            return self._reject(device.name, c.reject_reason, frame.text)
+        if not frame.injected and self._is_duplicate(device.name, frame.text, frame.completed_ns):
+            self.metrics.inc("scannerd_duplicates_total", {"device": device.name})
+            log.info("duplicate_suppressed", device=device.name, masked=mask(frame.text))
+            return None
+        if not self.is_armed(device):
+            return self._reject(device.name, "not_armed", frame.text)
+        ttl_s = self.policy.payment_ttl_s if c.kind == Kind.PAYMENT.value else self.policy.other_ttl_s
+        event = ScanEvent(
+            id=new_event_id(),
+            ts=wall_clock_iso(),
+            device=device,
+            code=frame.text,
+            symbology=frame.symbology,
+            classification=c,
+            scan_ms=frame.scan_ms,
+            completed_ns=frame.completed_ns,
+            expires_ns=frame.completed_ns + int(ttl_s * 1e9),
+            injected=frame.injected,
+        )
+        self._count_scan(event)
+        log.info(
+            "scan",
+            device=device.name,
+            channel=c.channel,
+            kind=c.kind,
+            rule=c.rule,
+            masked=mask(frame.text),
+            scan_ms=round(frame.scan_ms, 1),
+            injected=frame.injected or None,
+        )
+        self._fan_out(event)
+        return event
+
+    def device_state(self, event: DeviceStateEvent) -> None:
+        log.info("device_state", device=event.device, state=event.state, reason=event.reason or None)
+        self._fan_out(event)
+
+    def _reject(self, device: str, reason: str, text: str) -> RejectEvent:
+        event = RejectEvent(ts=wall_clock_iso(), device=device, reason=reason, masked=mask(text))
+        self.metrics.inc("scannerd_rejects_total", {"device": device, "reason": reason})
+        log.info("reject", device=device, reason=reason, masked=event.masked)
+        self._fan_out(event)
+        return event
+
+    def _is_duplicate(self, device: str, text: str, now_ns: int) -> bool:
+        window = self.policy.duplicate_window_ms * 1_000_000
+        if window <= 0:
+            return False
+        recent = self._recent.setdefault(device, {})
+        # Forget what is out of the window so the map stays small.
+        for k in [k for k, t in recent.items() if now_ns - t > window]:
+            del recent[k]
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        seen = digest in recent
+        recent[digest] = now_ns
+        return seen
+
+    def _count_scan(self, event: ScanEvent) -> None:
+        c = event.classification
+        self.metrics.inc(
+            "scannerd_scans_total", {"device": event.device.name, "channel": c.channel, "kind": c.kind}
+        )
+        self.metrics.observe("scannerd_scan_duration_seconds", event.scan_ms / 1000, {"device": event.device.name})
+        day = time.localtime().tm_yday
+        if day != self._today:
+            self._today, self.scans_today = day, 0
+        self.scans_today += 1
+        self.last_scan_ns[event.device.name] = self.clock()
+
+    def _fan_out(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.deliver(event)
+            except Exception:  # one broken sink must not starve the others
+                log.exception("sink_deliver_failed", sink=sink.name)

@@ -1,0 +1,407 @@
+"""Wiring: config → classifier, pipeline, sinks, sources; signals, reload, sd_notify.
+
+This is the only room that knows every other room. It owns no policy of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import socket as _socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from . import __version__
+from .classify import Classifier
+from .census import Census
+from .config import Config, ConfigError, ScannerConfig, load_config
+from .framing import TERMINATORS, FramingSpec
+from .metrics import Metrics
+from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
+from .pipeline import Pipeline
+from .protocol import encode_event, reply
+from .sdnotify import Notifier, watchdog_loop
+from .sinks.base import Sink
+from .sinks.socket import SocketInUse, SocketSink
+from .sources.base import Source
+from .sources.serial import SerialSource
+
+log = structlog.get_logger("scannerd.service")
+
+
+def framing_spec(s: ScannerConfig) -> FramingSpec:
+    return FramingSpec(
+        terminator=TERMINATORS[s.terminator],
+        idle_gap_ms=s.idle_gap_ms,
+        prefix=s.prefix,
+        suffix=s.suffix,
+        max_length=s.max_length,
+        aim=s.aim,
+        vendor_ids=dict(s.vendor_ids),
+    )
+
+
+@dataclasses.dataclass
+class _Running:
+    scanner: ScannerConfig
+    source: Source
+    task: asyncio.Task[None]
+
+
+def _make_source(device: DeviceInfo, scanner: ScannerConfig, emit: Callable[[Frame | Rejected], None], state: Callable[[DeviceStateEvent], None]) -> Source:
+    spec = framing_spec(scanner)
+    if scanner.transport == "serial":
+        return SerialSource(device, spec, emit, state, scanner)
+    if scanner.transport == "evdev":
+        from .sources.evdev_wedge import EvdevWedgeSource
+
+        return EvdevWedgeSource(device, spec, emit, state, scanner)
+    raise ConfigError("config", f"scanner {scanner.name}.transport", f"transport {scanner.transport!r} is not available in this build")
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.hostname = _socket.gethostname()
+        self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.census = Census()
+        self.classifier = Classifier.build(config.rules, config.classify)
+        self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
+        self.notifier = Notifier()
+        self.socket_sink: SocketSink | None = None
+        self.mqtt_sink: Sink | None = None
+        self.running: dict[str, _Running] = {}
+        self.discovery: Any = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        self.socket_sink = self._make_socket_sink(self.config)
+        await self.socket_sink.start()
+        await self._start_mqtt(self.config)
+        self._sync_sinks()
+        for scanner in self.config.scanners:
+            if scanner.transport == "serial" or scanner.path:
+                self._start_source(scanner, scanner.path)
+        await self._start_discovery()
+        log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
+        self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+        watchdog = self._spawn(watchdog_loop(self.notifier))
+        status = self._spawn(self._status_loop())
+        await self._stop.wait()
+        log.info("stopping")
+        self.notifier.notify("STOPPING=1")
+        watchdog.cancel()
+        status.cancel()
+        await self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
+        for name in list(self.running):
+            await self._stop_source(name)
+        if self.mqtt_sink is not None:
+            await self.mqtt_sink.stop()
+        if self.socket_sink is not None:
+            await self.socket_sink.stop()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            self.notifier.notify(f"STATUS={self.status_line()}")
+
+    def status_line(self) -> str:
+        present = sum(1 for r in self.running.values() if r.source.present)
+        parts = [f"{present}/{len(self.running)} scanners present", f"{self.pipeline.scans_today} scans today"]
+        if self.socket_sink is not None:
+            parts.append(f"socket {len(self.socket_sink.clients)} clients")
+        if self.mqtt_sink is not None:
+            parts.append(f"mqtt {self.mqtt_sink.status().get('state', '?')}")
+        return ", ".join(parts)
+
+    # --- sinks ----------------------------------------------------------------------------
+
+    def _make_socket_sink(self, config: Config) -> SocketSink:
+        return SocketSink(
+            config.socket,
+            hostname=self.hostname,
+            metrics=self.metrics,
+            on_command=self.handle_command,
+            queue_limit=config.policy.queue_limit,
+        )
+
+    async def _start_mqtt(self, config: Config) -> None:
+        if config.mqtt is None:
+            self.mqtt_sink = None
+            return
+        from .sinks.mqtt import MqttSink
+
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self.handle_command)
+        await self.mqtt_sink.start()
+
+    def _sync_sinks(self) -> None:
+        sinks: list[Sink] = [s for s in (self.socket_sink, self.mqtt_sink) if s is not None]
+        self.pipeline.set_sinks(sinks)
+
+    # --- sources --------------------------------------------------------------------------
+
+    def device_info(self, scanner: ScannerConfig, path: str) -> DeviceInfo:
+        return DeviceInfo(
+            name=scanner.name,
+            transport=scanner.transport,
+            area=self.config.scanner_area(scanner),
+            role=scanner.role,
+            path=path,
+        )
+
+    def _start_source(self, scanner: ScannerConfig, path: str) -> None:
+        if scanner.name in self.running:
+            return
+        device = self.device_info(scanner, path)
+        self.pipeline.register_device(device)
+
+        def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
+            self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+
+        source = _make_source(device, scanner, emit, self.pipeline.device_state)
+        task = self._spawn(self._run_source(scanner.name, source))
+        self.running[scanner.name] = _Running(scanner, source, task)
+        log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
+
+    async def _run_source(self, name: str, source: Source) -> None:
+        try:
+            await source.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("source_failed", device=name)
+            self.pipeline.device_state(DeviceStateEvent(name, "error", f"{type(e).__name__}: {e}"))
+        finally:
+            current = self.running.get(name)
+            # A source that ended by itself (evdev unplug) leaves room for discovery to restart it.
+            if current is not None and current.source is source:
+                del self.running[name]
+
+    async def _stop_source(self, name: str) -> None:
+        running = self.running.pop(name, None)
+        if running is None:
+            return
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
+        log.info("source_stopped", device=name)
+
+    async def _start_discovery(self) -> None:
+        try:
+            from .sources.discovery import Discovery
+        except ImportError:
+            return
+        try:
+            self.discovery = Discovery(self.config, self._on_device_added, self._on_device_removed)
+            await self.discovery.start()
+        except Exception as e:  # no udev (containers, CI): configured paths still work
+            log.warning("discovery_unavailable", error=f"{type(e).__name__}: {e}")
+            self.discovery = None
+
+    def _on_device_added(self, found: Any) -> None:
+        scanner: ScannerConfig = found.scanner
+        running = self.running.get(scanner.name)
+        if running is not None:
+            if isinstance(running.source, SerialSource):
+                running.source.poke()
+            return
+        self._start_source(scanner, found.devnode)
+
+    def _on_device_removed(self, devnode: str) -> None:
+        # Sources see their own device vanish (ENODEV / EIO) and report it; nothing to do here.
+        log.debug("device_removed", devnode=devnode)
+
+    # --- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        async with self._reload_lock:
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                ok = await self._reload()
+            finally:
+                self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+            return ok
+
+    async def _reload(self) -> bool:
+        try:
+            new = load_config(self.config_path)
+            classifier = Classifier.build(new.rules, new.classify)
+        except ConfigError as e:
+            log.error("reload_refused", error=str(e), kept=self.config.source)
+            return False
+        old = self.config
+        self.config = new
+        self.classifier = classifier
+        self.pipeline.reconfigure(new.policy, classifier)
+        if new.socket != old.socket or new.policy.queue_limit != old.policy.queue_limit:
+            # Only a changed socket drops clients: they must reconnect to the new path anyway.
+            assert self.socket_sink is not None
+            await self.socket_sink.stop()
+            self.socket_sink = self._make_socket_sink(new)
+            await self.socket_sink.start()
+        if new.mqtt != old.mqtt:
+            if self.mqtt_sink is not None:
+                await self.mqtt_sink.stop()
+            await self._start_mqtt(new)
+        self._sync_sinks()
+        wanted = {s.name: s for s in new.scanners}
+        for name, running in list(self.running.items()):
+            keep = wanted.get(name)
+            removed = keep is None and running.scanner in old.scanners  # auto-detected ones stay
+            changed = keep is not None and keep != running.scanner
+            # An unchanged scanner keeps its source, its open port and any frame in flight.
+            if removed or changed:
+                await self._stop_source(name)
+        for scanner in new.scanners:
+            if scanner.name not in self.running and (scanner.transport == "serial" or scanner.path):
+                self._start_source(scanner, scanner.path)
+            elif scanner.name in self.running:
+                # Area/role may have changed without touching the source.
+                self.pipeline.register_device(self.device_info(scanner, self.running[scanner.name].source.device.path))
+        if self.discovery is not None:
+            self.discovery.stop()
+            self.discovery = None
+        await self._start_discovery()
+        log.info("reloaded", config=new.source, scanners=sorted(self.running))
+        return True
+
+    # --- commands (socket and MQTT) -------------------------------------------------------
+
+    async def handle_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        name = cmd["cmd"]
+        if name == "status":
+            return reply(name, True, **self.status())
+        if name == "devices":
+            return reply(name, True, devices=self.devices())
+        if name == "metrics":
+            fmt = cmd.get("format", "json")
+            if fmt == "prometheus":
+                return reply(name, True, text=self.metrics.render())
+            return reply(name, True, metrics=self.metrics.snapshot())
+        if name == "arm":
+            device = cmd.get("device")
+            ttl = cmd.get("ttl_s")
+            if not isinstance(device, str) or device not in self.pipeline.devices:
+                return reply(name, False, error=f"unknown device {device!r}; known: {sorted(self.pipeline.devices)}")
+            if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0):
+                return reply(name, False, error='"ttl_s" must be a positive number of seconds')
+            self.pipeline.arm(device, ttl)
+            return reply(name, True, device=device, ttl_s=ttl)
+        if name == "disarm":
+            device = cmd.get("device")
+            if not isinstance(device, str):
+                return reply(name, False, error='"device" must be a device name')
+            self.pipeline.disarm(device)
+            return reply(name, True, device=device)
+        if name == "ack":
+            event_id = cmd.get("id")
+            if not isinstance(event_id, str):
+                return reply(name, False, error='"id" must be an event id')
+            self.metrics.inc("scannerd_acks_total")
+            return reply(name, True, id=event_id)
+        if name == "inject":
+            return self._inject(cmd)
+        if name == "shapes":
+            return reply(name, True, shapes=self.census.snapshot())
+        return reply(name, False, error=f"{name!r} is not supported by this daemon")
+
+    def _inject(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        device_name, code = cmd.get("device"), cmd.get("code")
+        if not isinstance(device_name, str) or not device_name:
+            return reply("inject", False, error='"device" must be a device name')
+        if not isinstance(code, str):
+            return reply("inject", False, error='"code" must be a string')
+        symbology = cmd.get("symbology")
+        device = self.pipeline.devices.get(device_name) or DeviceInfo(device_name, "inject", self.config.site.area, "window")
+        now = time.monotonic_ns()
+        frame = Frame(device=device_name, text=code, symbology=symbology if isinstance(symbology, str) else None,
+                      first_ns=now, last_ns=now, completed_ns=now, injected=True)
+        from .framing import rejection_reason
+
+        why = rejection_reason(code, 65536)
+        if why is not None:
+            event = self.pipeline.submit(device, Rejected(device_name, why, code, now))
+        else:
+            event = self.pipeline.submit(device, frame)
+        if event is None:
+            return reply("inject", False, error="suppressed as a duplicate")
+        wire = encode_event(event)
+        wire.pop("code", None)
+        if isinstance(event, ScanEvent):
+            wire["masked"] = mask(event.code)
+        return reply("inject", True, event=wire)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "host": self.hostname,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "config": self.config.source,
+            "site": dataclasses.asdict(self.config.site),
+            "scans_today": self.pipeline.scans_today,
+            "devices": self.devices(),
+            "sinks": {s.name: s.status() for s in (self.socket_sink, self.mqtt_sink) if s is not None},
+            "armed": self.pipeline.arming_state(),
+        }
+
+    def devices(self) -> list[dict[str, Any]]:
+        now = time.monotonic_ns()
+        out = []
+        for name, r in sorted(self.running.items()):
+            last = self.pipeline.last_scan_ns.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "transport": r.scanner.transport,
+                    "path": r.source.device.path,
+                    "present": r.source.present,
+                    "area": self.config.scanner_area(r.scanner),
+                    "role": r.scanner.role,
+                    "last_scan_s_ago": None if last is None else round((now - last) / 1e9, 1),
+                }
+            )
+        return out
+
+
+def run_daemon(config_path: str | None) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        log.error("config_invalid", error=str(e))
+        return 2
+    try:
+        return asyncio.run(Daemon(config, config_path).run())
+    except (OSError, SocketInUse) as e:
+        log.error("startup_failed", error=str(e))
+        return 1

@@ -1,0 +1,139 @@
+"""Serial scanners (RS-232, USB-CDC ttyACM, FTDI ttyUSB) through pyserial, on the event loop.
+
+The port is opened non-blocking and its fd handed to loop.add_reader: no thread, no polling
+while open. When the device vanishes (unplug, EIO on a hung-up tty) every complete frame read
+so far has already gone out; a partial one becomes a `device_removed` reject. The source then
+waits for the path (often a /dev/serial/by-id link) to come back and reopens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import time
+
+import serial
+import structlog
+
+from ..config import ScannerConfig
+from ..framing import FramingSpec
+from ..model import DeviceInfo
+from .base import FrameSink, Source, StateSink
+
+log = structlog.get_logger("scannerd.serial")
+
+_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD, "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
+_STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
+
+# How often to look for a vanished port to come back. Discovery (udev) makes this faster when
+# it runs; the timer is what keeps a plain /dev/ttyS0 or a config without discovery working.
+REOPEN_INTERVAL_S = 0.25
+
+
+class SerialSource(Source):
+    def __init__(
+        self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink, scanner: ScannerConfig
+    ) -> None:
+        super().__init__(device, spec, emit, state)
+        self.scanner = scanner
+        self._port: serial.Serial | None = None
+        self._decoder = codecs.getincrementaldecoder(scanner.encoding)(errors="replace")
+        self._lost: asyncio.Event | None = None
+        self._reopen_now = asyncio.Event()
+        self._announced_missing = False
+
+    def poke(self) -> None:
+        """Discovery saw the device come back: try to reopen at once."""
+        self._reopen_now.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if self._open():
+                    await self._read_until_lost()
+                await self._wait_for_device()
+        finally:
+            self._close()
+            self.input.close()
+
+    def _open(self) -> bool:
+        path = self.device.path
+        try:
+            port = serial.Serial(
+                port=None,
+                baudrate=self.scanner.baudrate,
+                bytesize=self.scanner.bytesize,
+                parity=_PARITY[self.scanner.parity],
+                stopbits=_STOPBITS[self.scanner.stopbits],
+                timeout=0,  # non-blocking reads: the event loop tells us when data is there
+                exclusive=True,  # a second reader would steal half of every code
+            )
+            port.port = path
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as e:
+            if not self._announced_missing:
+                log.warning("serial_unavailable", device=self.device.name, path=path, error=str(e))
+                self.set_state("absent", str(e))
+                self._announced_missing = True
+            return False
+        self._port = port
+        self._announced_missing = False
+        self._decoder.reset()
+        log.info("serial_opened", device=self.device.name, path=path, real_path=os.path.realpath(path), baudrate=self.scanner.baudrate)
+        self.set_state("present")
+        return True
+
+    async def _read_until_lost(self) -> None:
+        assert self._port is not None
+        loop = asyncio.get_running_loop()
+        lost = asyncio.Event()
+        self._lost = lost
+        fd = self._port.fileno()
+        loop.add_reader(fd, self._on_readable)
+        try:
+            await lost.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(fd)
+
+    def _on_readable(self) -> None:
+        port = self._port
+        if port is None:
+            return
+        t_ns = time.monotonic_ns()
+        try:
+            # pyserial raises SerialException when the fd is readable but read() returns nothing:
+            # that is how a hung-up tty (unplugged USB, closed pty master) shows itself.
+            data = os.read(port.fileno(), 4096)
+            if not data:
+                raise serial.SerialException("device disconnected (read returned no data)")
+        except (serial.SerialException, OSError) as e:
+            self._on_lost(str(e))
+            return
+        text = self._decoder.decode(data)
+        if text:
+            self.input.push(text, t_ns)
+
+    def _on_lost(self, why: str) -> None:
+        log.warning("serial_lost", device=self.device.name, path=self.device.path, why=why)
+        self.input.abort("device_removed")
+        self._close()
+        self.set_state("absent", why)
+        self._announced_missing = True
+        if self._lost is not None:
+            self._lost.set()
+
+    async def _wait_for_device(self) -> None:
+        self._reopen_now.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._reopen_now.wait(), REOPEN_INTERVAL_S)
+
+    def _close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(port.fileno())
+            with contextlib.suppress(Exception):
+                port.close()
