@@ -172,6 +172,7 @@ class Pipeline:
             injected=frame.injected,
         )
         self._count_scan(event)
+        fields = {"injected": True} if frame.injected else {}
         log.info(
             "scan",
             device=device.name,
@@ -180,7 +181,7 @@ class Pipeline:
             rule=c.rule,
             masked=mask(frame.text),
             scan_ms=round(frame.scan_ms, 1),
-            injected=frame.injected or None,
+            **fields,
         )
         self._fan_out(event)
         return event
