@@ -1,0 +1,533 @@
+"""MQTT sink: scans and scanner health on a broker, through aiomqtt.
+
+Delivery rules (DESIGN.md "MQTT", issue 6):
+- `<prefix>/scan/<device>`: the socket's JSON event, QoS from config (1), never retained.
+- `<prefix>/reject/<device>`: a rejected read (masked), not retained, queued at most 60 s.
+- `<prefix>/device/<device>/state`: retained; only the latest state per device is kept while
+  disconnected (retained = last value, older ones are worthless).
+- `<prefix>/status`: retained `online` after connect, `offline` on clean stop and as last will.
+- `<prefix>/cmd` → on_command → `<prefix>/cmd/reply` (not retained), when subscribe_cmd is on.
+
+Queue and "never twice": events wait in a bounded deque while disconnected and are published
+on reconnect only while `now < expires_ns`. Each connection uses a fresh aiomqtt Client, so
+paho's own offline queue (which would resend without a TTL check) is thrown away with it.
+A scan whose PUBLISH went out but whose PUBACK never came is *not* resent: it is counted as
+`unconfirmed`. The broker may still have it; the event id lets the HIS drop a QoS 1 repeat,
+but scannerd itself never publishes an event twice.
+
+aiomqtt facts this relies on (read from aiomqtt 2.5 client.py):
+- `await client.publish(..., qos=1)` returns only when paho's on_publish fires, i.e. on PUBACK,
+  or raises MqttError("Operation timed out") after `timeout`; it does not notice a dropped
+  connection by itself. A raised MqttCodeError means paho refused it before sending (no conn).
+- `client.messages` raises MqttError when the connection drops: the watcher task uses that to
+  notice a lost broker and cancel a publish stuck waiting for its PUBACK.
+- `async with client` wraps connect errors (OSError, ssl errors) in MqttError(str(exc)) and
+  a refused CONNACK in MqttConnectError(rc); classify_error() turns those into typed reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import structlog
+from aiomqtt import MqttCodeError, MqttError
+from aiomqtt.exceptions import MqttConnectError  # not re-exported by aiomqtt
+
+from ..config import MqttConfig
+from ..metrics import Metrics
+from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
+from ..protocol import ProtocolError
+from .base import Sink
+from .mqtt_topics import (
+    REJECT_QUEUE_TTL_S,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    Topics,
+    backoff_delay,
+    command_reply_payload,
+    default_client_id,
+    default_prefix,
+    error_reply,
+    event_payload,
+    parse_mqtt_command,
+    try_request,
+)
+
+__all__ = [
+    "MqttAuthError",
+    "MqttConfigFileError",
+    "MqttConnectionLostError",
+    "MqttSink",
+    "MqttSinkError",
+    "MqttTimeoutError",
+    "MqttTlsError",
+    "MqttUnreachableError",
+    "classify_error",
+]
+
+log = structlog.get_logger("scannerd.mqtt")
+
+CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+SINK_LABELS = {"sink": "mqtt"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed errors: what went wrong, in words a hospital IT admin can act on.
+
+
+class MqttSinkError(Exception):
+    """Why the sink is not connected. `kind` is a stable word for status and metrics."""
+
+    kind = "error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MqttTlsError(MqttSinkError):
+    kind = "tls"
+
+
+class MqttAuthError(MqttSinkError):
+    kind = "auth"
+
+
+class MqttUnreachableError(MqttSinkError):
+    kind = "unreachable"
+
+
+class MqttTimeoutError(MqttSinkError):
+    kind = "timeout"
+
+
+class MqttConnectionLostError(MqttSinkError):
+    kind = "connection_lost"
+
+
+class MqttConfigFileError(MqttSinkError):
+    """A password_file, CA or key that cannot be read: fix the file, the sink keeps retrying."""
+
+    kind = "config"
+
+
+_TLS_MARKERS = ("ssl", "certificate", "tls", "handshake", "wrong version number")
+
+
+def classify_error(exc: BaseException) -> MqttSinkError:
+    """Map whatever aiomqtt/paho/ssl raised to one typed reason (never containing a password)."""
+    if isinstance(exc, MqttSinkError):
+        return exc
+    if isinstance(exc, ssl.SSLError):
+        return MqttTlsError(f"TLS handshake failed: {exc}")
+    if isinstance(exc, MqttConnectError):
+        rc = getattr(exc.rc, "value", exc.rc)
+        # MQTT 3.1.1 CONNACK 4/5; paho 2 reports them as MQTT 5 reason codes 134/135.
+        if rc in (4, 134):
+            return MqttAuthError("broker refused the connection: bad username or password")
+        if rc in (5, 135):
+            return MqttAuthError("broker refused the connection: not authorised")
+        return MqttSinkError(f"broker refused the connection: {exc}")
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, MqttError):
+        if any(m in low for m in _TLS_MARKERS):
+            return MqttTlsError(f"TLS handshake failed: {text}")
+        if "timed out" in low:
+            return MqttTimeoutError(f"broker did not answer in time: {text}")
+        if "disconnect" in low or "connection lost" in low or isinstance(exc, MqttCodeError):
+            return MqttConnectionLostError(f"connection to the broker lost: {text}")
+        return MqttUnreachableError(f"cannot reach the broker: {text}")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return MqttTimeoutError("broker did not answer in time")
+    if isinstance(exc, OSError):
+        return MqttUnreachableError(f"cannot reach the broker: {text}")
+    return MqttSinkError(f"{type(exc).__name__}: {text}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: ScanEvent | RejectEvent
+    expires_ns: int | None
+
+
+class MqttSink(Sink):
+    name = "mqtt"
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        hostname: str,
+        metrics: Metrics,
+        on_command: CommandHandler | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        stable_after_s: float = 10.0,
+        op_timeout_s: float = 10.0,
+        drain_timeout_s: float = 2.0,
+    ) -> None:
+        """`backoff_*`: reconnect delays (tests shorten them). `stable_after_s`: a connection must
+        last this long before the backoff resets, so a broker that accepts then kicks us is not
+        hammered. `op_timeout_s`: CONNACK/PUBACK/SUBACK wait. `drain_timeout_s`: how long stop()
+        keeps publishing the queue before it sends `offline` and disconnects.
+        """
+        self._cfg = config
+        self._metrics = metrics
+        self._on_command = on_command
+        self._topics = Topics(config.topic_prefix or default_prefix(hostname))
+        self._client_id = config.client_id or default_client_id(hostname)
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._stable_after_s = stable_after_s
+        self._op_timeout_s = op_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+
+        self._queue: collections.deque[_Pending] = collections.deque()
+        # Retained device state: only the latest per device matters.
+        self._states: dict[str, DeviceStateEvent] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stop_deadline: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cmd_tasks: set[asyncio.Task[None]] = set()
+
+        self._state = "disconnected"
+        self._last_error: MqttSinkError | None = None
+        self._logged: tuple[str, str, str] | None = None
+        self._connected_at: float | None = None
+        self._counts = {"published": 0, "expired": 0, "unconfirmed": 0, "dropped": 0}
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> Topics:
+        return self._topics
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        log.info(
+            "mqtt.starting",
+            broker=f"{self._cfg.host}:{self._cfg.port}",
+            tls=self._cfg.tls,
+            client_id=self._client_id,
+            prefix=self._topics.prefix,
+            username=self._cfg.username or None,
+        )
+        self._state = "connecting"
+        self._task = asyncio.create_task(self._run(), name="mqtt-sink")
+
+    async def stop(self) -> None:
+        """Drain what the broker will take within drain_timeout_s, publish `offline`, disconnect."""
+        if self._task is None:
+            return
+        self._stop_deadline = time.monotonic() + self._drain_timeout_s
+        self._stopping.set()
+        self._wake.set()
+        task, self._task = self._task, None
+        # Bounded: a drain, an `offline` publish and a DISCONNECT, or one connect attempt.
+        limit = self._drain_timeout_s + 2 * self._op_timeout_s + 1
+        try:
+            await asyncio.wait_for(asyncio.shield(task), limit)
+        except (TimeoutError, asyncio.TimeoutError):
+            task.cancel()
+        except Exception:  # noqa: BLE001 - the run loop logs its own errors
+            pass
+        await asyncio.gather(task, return_exceptions=True)
+        left = len(self._queue)
+        if left:
+            self._counts["dropped"] += left
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "stopped"}, by=left)
+            self._queue.clear()
+        self._state = "disconnected"
+        log.info("mqtt.stopped", undelivered=left)
+
+    def deliver(self, event: Event) -> None:
+        if isinstance(event, DeviceStateEvent):
+            self._states[event.device] = event
+            self._wake.set()
+            return
+        now = time.monotonic_ns()
+        if isinstance(event, ScanEvent):
+            expires = event.expires_ns
+        elif isinstance(event, RejectEvent):
+            expires = now + int(REJECT_QUEUE_TTL_S * 1e9)
+        else:
+            raise TypeError(f"not an event: {event!r}")
+        if expires is not None and now >= expires:
+            self._expire(event, now)
+            return
+        self._purge_expired(now)
+        if len(self._queue) >= self._cfg.queue_limit:
+            # Drop the oldest: it is the one closest to its TTL and the least likely still wanted.
+            old = self._queue.popleft()
+            self._counts["dropped"] += 1
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "queue_full"})
+            log.warning("mqtt.queue_full_dropped", **_describe(old.event), limit=self._cfg.queue_limit)
+        self._queue.append(_Pending(event, expires))
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        self._purge_expired(time.monotonic_ns())
+        out: dict[str, Any] = {
+            "state": self._state,
+            "queued": len(self._queue) + len(self._states),
+            "broker": f"{self._cfg.host}:{self._cfg.port}",
+            "tls": self._cfg.tls,
+            "prefix": self._topics.prefix,
+            **self._counts,
+        }
+        if self._last_error is not None and self._state != "connected":
+            out["error"] = self._last_error.kind
+            out["reason"] = self._last_error.reason
+        return out
+
+    # -- connection loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            self._state = "connecting"
+            log.debug("mqtt.connect_attempt", attempt=attempt)
+            self._purge_expired(time.monotonic_ns())
+            self._connected_at = None
+            try:
+                client = self._make_client()
+                async with client:
+                    self._connected_at = time.monotonic()
+                    await self._session(client)
+                self._state = "disconnected"
+                return  # the session only returns normally when stopping
+            except asyncio.CancelledError:
+                self._state = "disconnected"
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed, logged reason
+                err = classify_error(exc)
+                self._on_down(err, exc)
+            if self._connected_at is not None and time.monotonic() - self._connected_at >= self._stable_after_s:
+                attempt = 0
+            delay = backoff_delay(attempt, self._backoff_initial_s, self._backoff_max_s)
+            attempt += 1
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+        self._state = "disconnected"
+
+    def _make_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            hostname=self._cfg.host,
+            port=self._cfg.port,
+            identifier=self._client_id,
+            username=self._cfg.username or None,
+            password=self._password(),
+            will=aiomqtt.Will(self._topics.status, STATUS_OFFLINE, qos=1, retain=True),
+            keepalive=self._cfg.keepalive_s,
+            tls_context=self._tls_context(),
+            timeout=self._op_timeout_s,
+            clean_session=True,
+            # paho's own debug lines (no payloads, no password) under our logger's name.
+            logger=logging.getLogger("scannerd.mqtt.paho"),
+        )
+
+    def _password(self) -> str | None:
+        if self._cfg.password_file:
+            try:
+                with open(self._cfg.password_file, encoding="utf-8") as f:
+                    # Re-read on every connect so a rotated password needs no restart.
+                    return f.read().rstrip("\r\n")
+            except OSError as e:
+                raise MqttConfigFileError(f"cannot read password_file {self._cfg.password_file}: {e.strerror}") from None
+        return self._cfg.password or None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self._cfg.tls:
+            return None
+        try:
+            # Verifies the chain and the host name (CERT_REQUIRED, check_hostname) by default.
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self._cfg.ca_file or None)
+        except (OSError, ssl.SSLError) as e:
+            raise MqttConfigFileError(f"cannot load ca_file {self._cfg.ca_file}: {e}") from None
+        if self._cfg.cert_file:
+            try:
+                ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file or None)
+            except (OSError, ssl.SSLError) as e:
+                raise MqttConfigFileError(f"cannot load cert_file/key_file {self._cfg.cert_file}: {e}") from None
+        return ctx
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
+        if self._cfg.subscribe_cmd and self._on_command is not None:
+            await client.subscribe(self._topics.cmd, qos=1)
+        self._on_up()
+        watch = asyncio.create_task(self._watch(client), name="mqtt-watch")
+        pub = asyncio.create_task(self._publisher(client), name="mqtt-publish")
+        try:
+            done, _ = await asyncio.wait({watch, pub}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (watch, pub, *self._cmd_tasks):
+                t.cancel()
+            await asyncio.gather(watch, pub, *self._cmd_tasks, return_exceptions=True)
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+        # Clean stop: say so ourselves, since a clean DISCONNECT makes the broker drop the will.
+        await client.publish(self._topics.status, STATUS_OFFLINE, qos=1, retain=True)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Serve `<prefix>/cmd`; raises MqttError when the connection drops (that is its job too)."""
+        async for message in client.messages:
+            if not message.topic.matches(self._topics.cmd):
+                continue
+            if message.retain:
+                # A retained `arm` would re-arm the kiosk on every reconnect: refuse it.
+                log.warning("mqtt.cmd_retained_ignored", topic=str(message.topic))
+                continue
+            payload = message.payload
+            data = payload if isinstance(payload, (bytes, bytearray)) else str(payload or "").encode()
+            task = asyncio.create_task(self._command(client, bytes(data)))
+            self._cmd_tasks.add(task)
+            task.add_done_callback(self._cmd_tasks.discard)
+
+    async def _command(self, client: aiomqtt.Client, payload: bytes) -> None:
+        assert self._on_command is not None
+        request: dict[str, Any] | None = None
+        try:
+            request = parse_mqtt_command(payload)
+            answer = await self._on_command(request)
+            out = command_reply_payload(request, answer)
+            log.info("mqtt.cmd", cmd=request["cmd"], ok=answer.get("ok"))
+        except ProtocolError as e:
+            out = error_reply(try_request(payload), str(e))
+            log.warning("mqtt.cmd_refused", reason=str(e))
+        except Exception as e:  # noqa: BLE001 - a failing handler must still get a reply out
+            out = error_reply(request, f"internal error: {type(e).__name__}")
+            log.exception("mqtt.cmd_failed", cmd=request.get("cmd") if request else None)
+        await client.publish(self._topics.cmd_reply, out, qos=1, retain=False)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            if self._states:
+                device = next(iter(self._states))
+                await self._publish_state(client, self._states.pop(device))
+                continue
+            item = self._next_pending()
+            if item is not None:
+                await self._publish_pending(client, item)
+                continue
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            await self._wake.wait()
+            if self._stopping.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                return
+
+    def _next_pending(self) -> _Pending | None:
+        if self._stopping.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+            return None
+        now = time.monotonic_ns()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.expires_ns is not None and now >= item.expires_ns:
+                self._expire(item.event, now)
+                continue
+            return item
+        return None
+
+    async def _publish_state(self, client: aiomqtt.Client, event: DeviceStateEvent) -> None:
+        msg = event_payload(event, self._topics, self._cfg.qos)
+        try:
+            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        except BaseException:
+            # Retained state is idempotent: put it back unless a newer state arrived meanwhile.
+            self._states.setdefault(event.device, event)
+            raise
+        self._counts["published"] += 1
+        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
+
+    async def _publish_pending(self, client: aiomqtt.Client, item: _Pending) -> None:
+        msg = event_payload(item.event, self._topics, self._cfg.qos, delivered_ns=time.monotonic_ns())
+        try:
+            await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        except MqttCodeError:
+            # paho refused before writing anything (no connection): safe to keep for the next one.
+            self._queue.appendleft(item)
+            raise
+        except BaseException:
+            # Written to the connection, but no PUBACK (timeout, connection lost, cancelled).
+            # The broker may have it: resending could deliver it twice, so we do not.
+            self._counts["unconfirmed"] += 1
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "unconfirmed"})
+            log.warning("mqtt.unconfirmed", **_describe(item.event))
+            raise
+        done_ns = time.monotonic_ns()
+        self._counts["published"] += 1
+        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
+        if isinstance(item.event, ScanEvent):
+            self._metrics.observe("scannerd_delivery_latency_seconds", (done_ns - item.event.completed_ns) / 1e9, SINK_LABELS)
+
+    # -- queue hygiene and state logging --------------------------------------------------------
+
+    def _purge_expired(self, now: int) -> None:
+        if not any(p.expires_ns is not None and now >= p.expires_ns for p in self._queue):
+            return
+        keep: collections.deque[_Pending] = collections.deque()
+        for p in self._queue:
+            if p.expires_ns is not None and now >= p.expires_ns:
+                self._expire(p.event, now)
+            else:
+                keep.append(p)
+        self._queue = keep
+
+    def _expire(self, event: ScanEvent | RejectEvent, now: int) -> None:
+        self._counts["expired"] += 1
+        if isinstance(event, ScanEvent):
+            self._metrics.inc("scannerd_expired_total", SINK_LABELS)
+            log.warning("mqtt.scan_expired", **_describe(event), age_ms=round((now - event.completed_ns) / 1e6, 1))
+        else:
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "reject_expired"})
+            log.info("mqtt.reject_expired", device=event.device)
+
+    def _on_up(self) -> None:
+        self._state = "connected"
+        self._last_error = None
+        self._logged = ("connected", "", "")
+        log.info("mqtt.connected", broker=f"{self._cfg.host}:{self._cfg.port}", queued=len(self._queue) + len(self._states))
+
+    def _on_down(self, err: MqttSinkError, exc: BaseException) -> None:
+        self._state = "disconnected"
+        self._last_error = err
+        key = ("disconnected", err.kind, err.reason)
+        if key == self._logged:
+            log.debug("mqtt.retry_failed", error=err.kind)
+            return  # same failure as last time: one line per state change, not per retry
+        self._logged = key
+        level = log.error if err.kind in ("tls", "auth", "config") else log.warning
+        fields: dict[str, Any] = {"error": err.kind, "reason": err.reason, "queued": len(self._queue)}
+        if err.kind == "error":
+            # Unexpected: keep the traceback once, for the bug report.
+            fields["exc_info"] = exc
+        level("mqtt.disconnected", **fields)
+
+
+def _describe(event: ScanEvent | RejectEvent) -> dict[str, Any]:
+    """Log fields for an event: id, device, kind. Never the code."""
+    if isinstance(event, ScanEvent):
+        return {"id": event.id, "device": event.device.name, "kind": event.classification.kind}
+    return {"device": event.device, "type": "reject"}
