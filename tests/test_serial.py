@@ -1,0 +1,166 @@
+"""SerialSource on real pseudo-terminals: pacing, split reads, garbage, unplug, reopen."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from helpers import PtyScanner, alipay_code, wechat_code
+from scannerd.config import ScannerConfig
+from scannerd.framing import FramingSpec
+from scannerd.model import DeviceInfo, DeviceStateEvent, Frame, Rejected
+from scannerd.sources.serial import SerialSource
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, spec: FramingSpec | None = None, **scanner: object) -> None:
+        self.pty = PtyScanner(tmp_path)
+        self.items: asyncio.Queue[Frame | Rejected] = asyncio.Queue()
+        self.states: asyncio.Queue[DeviceStateEvent] = asyncio.Queue()
+        cfg = ScannerConfig(name="w1", path=str(self.pty.link), **scanner)  # type: ignore[arg-type]
+        device = DeviceInfo("w1", "serial", "outpatient", "window", str(self.pty.link))
+        self.source = SerialSource(device, spec or FramingSpec(), self.items.put_nowait, self.states.put_nowait, cfg)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.source.run())
+        state = await asyncio.wait_for(self.states.get(), 5)
+        assert state.state == "present"
+        self.pty.release_slave()
+
+    async def write(self, data: bytes, baud: int | None = 9600) -> None:
+        await asyncio.to_thread(self.pty.write, data, baud)
+
+    async def item(self, timeout: float = 5) -> Frame | Rejected:
+        return await asyncio.wait_for(self.items.get(), timeout)
+
+    async def state(self, timeout: float = 5) -> DeviceStateEvent:
+        return await asyncio.wait_for(self.states.get(), timeout)
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        self.pty.close()
+
+
+@pytest.mark.parametrize("baud", [9600, 115200])
+async def test_paced_scans_arrive_as_frames_with_scan_time(tmp_path: Path, baud: int) -> None:
+    h = Harness(tmp_path, baudrate=baud)
+    await h.start()
+    codes = [wechat_code(), alipay_code(length=24)]
+    for code in codes:
+        await h.write(f"]Q1{code}\r".encode(), baud)
+    frames = [await h.item(), await h.item()]
+    assert [f.text for f in frames] == codes  # type: ignore[union-attr]
+    assert all(isinstance(f, Frame) and f.symbology == "qr" for f in frames)
+    # 22 characters at 9600 8N1 take ~21 ms on the wire; the frame's scan time must show it.
+    if baud == 9600:
+        assert frames[0].scan_ms > 10  # type: ignore[union-attr]
+    await h.stop()
+
+
+async def test_frame_split_across_reads_and_utf8_split_across_reads(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    data = "01,10,青岛市,12345\r".encode()
+    cut = data.index("青".encode()) + 1  # inside a multi-byte character
+    await h.write(data[:cut], None)
+    await asyncio.sleep(0.02)
+    await h.write(data[cut:], None)
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == "01,10,青岛市,12345"
+    await h.stop()
+
+
+async def test_gbk_scanner(tmp_path: Path) -> None:
+    h = Harness(tmp_path, encoding="gbk")
+    await h.start()
+    await h.write("市立医院\r".encode("gbk"), None)
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == "市立医院"
+    await h.stop()
+
+
+async def test_garbage_is_rejected_and_next_scan_is_fine(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    await h.write(b"\x00\x01\x02\xff\xfe\r", None)
+    r = await h.item()
+    assert isinstance(r, Rejected) and r.reason in {"non_printable", "undecodable"}
+    code = wechat_code()
+    await h.write(f"{code}\r".encode())
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == code
+    await h.stop()
+
+
+async def test_unplug_after_frame_loses_nothing(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    code = wechat_code()
+    await h.write(f"{code}\r".encode())
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == code
+    h.pty.unplug()
+    state = await h.state()
+    assert state.state == "absent"
+    assert h.items.empty()
+    await h.stop()
+
+
+async def test_unplug_mid_frame_is_a_device_removed_reject(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    await h.write(b"134567", None)
+    await asyncio.sleep(0.02)  # let the daemon read the partial frame first
+    h.pty.unplug()
+    r = await h.item()
+    assert isinstance(r, Rejected) and r.reason == "device_removed"
+    assert (await h.state()).state == "absent"
+    await h.stop()
+
+
+async def test_reopens_when_the_by_id_link_comes_back(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start()
+    h.pty.unplug()
+    assert (await h.state()).state == "absent"
+    h.pty.replug()  # a new pty behind the same link: a USB scanner coming back
+    assert (await h.state()).state == "present"
+    h.pty.release_slave()
+    code = alipay_code()
+    await h.write(f"{code}\r".encode())
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == code
+    await h.stop()
+
+
+async def test_missing_device_at_start_is_absent_then_present(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.pty.unplug()
+    task = asyncio.create_task(h.source.run())
+    assert (await h.state()).state == "absent"
+    h.pty.replug()
+    assert (await h.state()).state == "present"
+    h.pty.release_slave()
+    await h.write(b"RX0000000001\r")
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == "RX0000000001"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    h.pty.close()
+
+
+async def test_idle_gap_frames_a_scanner_without_terminator(tmp_path: Path) -> None:
+    h = Harness(tmp_path, spec=FramingSpec(terminator=None, idle_gap_ms=30))
+    await h.start()
+    code = wechat_code()
+    await h.write(code.encode())
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == code and f.ended_by == "idle"
+    await h.stop()
