@@ -14,6 +14,7 @@ enough when the scanner gives no symbology): those are medical-insurance *candid
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
@@ -25,7 +26,7 @@ from datetime import date
 from importlib import resources
 from typing import Any
 
-from .model import TWO_D_SYMBOLOGIES, Classification, Confidence, Kind
+from .model import TWO_D_SYMBOLOGIES, Classification, Confidence, Kind, mask
 
 try:  # the regex parser, for generating example strings from a site's regex (overlap check)
     import re._constants as _sre_c  # type: ignore[import-not-found]
@@ -675,12 +676,13 @@ class Classifier:
                 raise RuleError(f"{where}.id", f"duplicate id {rid!r} (also {seen_site[rid]})")
             if isinstance(rid, str):
                 seen_site[rid] = where
-            # `{id = "x", enabled = false}` alone removes a default without restating it.
-            if raw.get("enabled") is False and set(raw) <= {"id", "enabled"}:
+            # `{id = "x", enabled = false}` alone removes a default without restating it
+            # (and `enabled = true` alone turns on a default shipped disabled, like jdpay.v1).
+            if isinstance(raw.get("enabled"), bool) and set(raw) <= {"id", "enabled"}:
                 _need_str(f"{where}.id", rid)
                 if rid not in defaults:
-                    raise RuleError(f"{where}.id", f"no default rule {rid!r} to disable; defaults: {', '.join(defaults)}")
-                merged[rid] = _disabled(merged[rid])
+                    raise RuleError(f"{where}.id", f"no default rule {rid!r} to switch; defaults: {', '.join(defaults)}")
+                merged[rid] = _replace(defaults[rid], enabled=raw["enabled"])
                 continue
             r = _compile_rule(raw, where, "site", len(defaults) + i, checks)
             # A replacement keeps the default's place in the tie-break order.
@@ -695,10 +697,14 @@ class Classifier:
         return clf
 
     def _check_examples(self) -> None:
-        """Every example must classify to its own rule: a shadowed rule is a config error."""
-        from .model import mask
+        """A site rule's examples must classify to it: a shadowed site rule is a config error.
 
+        Default rules are checked by the tests instead: a site may shadow a default on purpose
+        with a higher priority ("every 18-digit code here is a visit number").
+        """
         for r in self.rules:
+            if r.origin != "site":
+                continue
             for j, ex in enumerate(r.examples):
                 if not r.matches(ex):
                     bad = "; ".join(d for _, ok, d in r.evaluate(ex) if not ok)
@@ -778,18 +784,12 @@ class Classifier:
         return f"symbology {symbology} is not 2D"
 
 
-def _disabled(r: Rule) -> Rule:
-    return _replace(r, enabled=False)
-
-
 def _with_order(r: Rule, order: int) -> Rule:
     return _replace(r, order=order)
 
 
 def _replace(r: Rule, **changes: Any) -> Rule:
-    from dataclasses import replace
-
-    return replace(r, **changes)
+    return dataclasses.replace(r, **changes)
 
 
 def _check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
@@ -807,7 +807,9 @@ def _check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
                 example = _find_overlap(a, b, samples, checks)
                 if example is not None:
                     # Name the site rule when there is one: that is what the reader can change.
-                    first, other = (b, a) if b.origin == "site" and a.origin == "default" else (a, b)
+                    first = b if b.origin == "site" and a.origin == "default" else a
+                    if example in a.examples or example in b.examples:
+                        example = mask(example)  # a site's example may be a real code: never in full
                     raise RuleError(
                         first.where,
                         f'rules "{a.id}" ({a.where}) and "{b.id}" ({b.where}) overlap at priority {a.priority}: '
