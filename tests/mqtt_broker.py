@@ -125,6 +125,9 @@ class Broker:
     users: dict[str, str] = field(default_factory=dict)
     tls: TlsFiles | None = None
     host: str = "127.0.0.1"
+    # Keep sessions and queued QoS 1 messages across stop()/start() (mosquitto's own db file),
+    # so a subscriber with clean_session=False misses nothing published while it reconnects.
+    persistent: bool = False
     port: int = field(default_factory=free_port)
     auth_port: int | None = None
     tls_port: int | None = None
@@ -143,7 +146,7 @@ class Broker:
     def _write_config(self) -> None:
         lines = [
             "per_listener_settings true",
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.directory}/"] if self.persistent else ["persistence false"]),
             f"log_dest file {self.log_file}",
             "log_type all",
             "connection_messages true",

@@ -135,7 +135,8 @@ def classify_error(exc: BaseException) -> MqttSinkError:
         if rc in (4, 134):
             return MqttAuthError("broker refused the connection: bad username or password")
         if rc in (5, 135):
-            return MqttAuthError("broker refused the connection: not authorised")
+            # mosquitto answers 5, not 4, to a wrong password.
+            return MqttAuthError("broker refused the connection: not authorised (check username and password)")
         return MqttSinkError(f"broker refused the connection: {exc}")
     text = str(exc)
     low = text.lower()
@@ -315,8 +316,7 @@ class MqttSink(Sink):
                 self._state = "disconnected"
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed, logged reason
-                err = classify_error(exc)
-                self._on_down(err, exc)
+                self._on_down(classify_error(exc), exc, was_connected=self._state == "connected")
             if self._connected_at is not None and time.monotonic() - self._connected_at >= self._stable_after_s:
                 attempt = 0
             delay = backoff_delay(attempt, self._backoff_initial_s, self._backoff_max_s)
@@ -510,21 +510,25 @@ class MqttSink(Sink):
         self._logged = ("connected", "", "")
         log.info("mqtt.connected", broker=f"{self._cfg.host}:{self._cfg.port}", queued=len(self._queue) + len(self._states))
 
-    def _on_down(self, err: MqttSinkError, exc: BaseException) -> None:
+    def _on_down(self, err: MqttSinkError, exc: BaseException, *, was_connected: bool) -> None:
+        """Log a lost connection once, then each *kind* of failed attempt once until connected."""
         self._state = "disconnected"
         self._last_error = err
-        key = ("disconnected", err.kind, err.reason)
-        if key == self._logged:
-            log.debug("mqtt.retry_failed", error=err.kind)
-            return  # same failure as last time: one line per state change, not per retry
-        self._logged = key
-        level = log.error if err.kind in ("tls", "auth", "config") else log.warning
         fields: dict[str, Any] = {"error": err.kind, "reason": err.reason, "queued": len(self._queue)}
         if err.kind == "error":
-            # Unexpected: keep the traceback once, for the bug report.
+            # Unexpected: keep the traceback, for the bug report.
             fields["exc_info"] = exc
-        level("mqtt.disconnected", **fields)
-
+        if was_connected:
+            self._logged = ("lost", "", "")
+            log.warning("mqtt.connection_lost", **fields)
+            return
+        key = ("failed", err.kind, "")
+        if key == self._logged:
+            log.debug("mqtt.retry_failed", error=err.kind)
+            return  # the same failure as last time: one line per change, not one per retry
+        self._logged = key
+        level = log.error if err.kind in ("tls", "auth", "config") else log.warning
+        level("mqtt.connect_failed", **fields)
 
 def _describe(event: ScanEvent | RejectEvent) -> dict[str, Any]:
     """Log fields for an event: id, device, kind. Never the code."""
