@@ -180,6 +180,7 @@ class Vm:
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: Qmp | None = None
         self.chardev_socks: dict[str, socket.socket] = {}
+        self.ctl: socket.socket | None = None
         self.log: list[str] = []
         self.t_start = 0.0
         self.boot_to_test: float | None = None
@@ -210,10 +211,11 @@ class Vm:
     def _note(self, msg: str) -> None:
         self.log.append(f"{time.monotonic() - self.t_start:7.2f} {msg}")
 
-    def run(self) -> RunResult:
+    def run(self, plan: dict[str, Any]) -> RunResult:
         shutil.rmtree(self.results_dir, ignore_errors=True)
         self.results_dir.mkdir(parents=True)
         (self.results_dir / "guest.sh").write_text(self.guest_script)
+        (self.results_dir / "plan.json").write_text(json.dumps(plan))
         self.t_start = time.monotonic()
         cmd = self.command_line()
         (self.workdir / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
@@ -244,6 +246,8 @@ class Vm:
             self.proc.wait(timeout=10)
         for s in self.chardev_socks.values():
             s.close()
+        if self.ctl is not None:
+            self.ctl.close()
 
     def _result(self) -> RunResult:
         def read(p: Path) -> str:
@@ -281,35 +285,35 @@ class Vm:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise VmError("control socket never came up")
                 time.sleep(0.02)
+        self.ctl = ctl  # closed only once QEMU is gone: closing early can drop the last reply
         buf = b""
-        with ctl:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    self._note(f"QEMU exited with {self.proc.returncode}")
-                    return
-                ctl.settimeout(0.2)
-                try:
-                    chunk = ctl.recv(65536)
-                except TimeoutError:
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._note(f"QEMU exited with {self.proc.returncode}")
+                return
+            ctl.settimeout(0.2)
+            try:
+                chunk = ctl.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                line = line.strip(b"\r\x00 ")
+                if not line.startswith(b"{"):
                     continue
-                if not chunk:
+                try:
+                    req = json.loads(line)
+                except json.JSONDecodeError:
+                    self._note(f"bad control line {line[:200]!r}")
+                    continue
+                reply = self._handle(req)
+                ctl.sendall(json.dumps(reply).encode() + b"\n")
+                if req.get("op") == "done":
                     return
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    line = line.strip(b"\r\x00 ")
-                    if not line.startswith(b"{"):
-                        continue
-                    try:
-                        req = json.loads(line)
-                    except json.JSONDecodeError:
-                        self._note(f"bad control line {line[:200]!r}")
-                        continue
-                    reply = self._handle(req)
-                    ctl.sendall(json.dumps(reply).encode() + b"\n")
-                    if req.get("op") == "done":
-                        return
-            self._note(f"timeout: guest not done within {self.timeout}s")
+        self._note(f"timeout: guest not done within {self.timeout}s")
 
     def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")

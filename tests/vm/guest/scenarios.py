@@ -1,0 +1,307 @@
+"""The VM rig's scenarios, run in order inside the guest (entry point: see rig.py).
+
+Each scenario returns the facts it observed; tests/vm/test_vm_rig.py asserts on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rig import (  # noqa: E402
+    PLAN, REPO, RESULTS, SOCK, T0, Client, Daemon, Host, alipay, evdev_nodes, find_evdev, holds_open,
+    load_module, log, set_raw, slim, unionpay, uptime, wait_until, wechat,
+)
+
+Result = dict[str, Any]
+SCENARIOS: list[tuple[str, tuple[str, ...], Callable[["Run"], Result]]] = []
+
+SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
+EVDEV_FEATURES = SERIAL_FEATURES + ("scannerd/sources/evdev_wedge.py", "scannerd/sources/discovery.py")
+
+USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
+
+
+def scenario(name: str, requires: tuple[str, ...] = ()) -> Callable[[Callable[["Run"], Result]], Callable[["Run"], Result]]:
+    def deco(fn: Callable[["Run"], Result]) -> Callable[["Run"], Result]:
+        SCENARIOS.append((name, requires, fn))
+        return fn
+    return deco
+
+
+class Run:
+    """State shared by the scenarios of one boot: the host line, the running daemon."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.results: dict[str, Any] = {}
+        self.daemon: Daemon | None = None
+        self.client: Client | None = None
+
+    def save(self) -> None:
+        tmp = RESULTS / "results.json.tmp"
+        tmp.write_text(json.dumps(self.results, indent=1, default=str))
+        tmp.rename(RESULTS / "results.json")
+
+    def start_daemon(self, name: str, config: str) -> tuple[Daemon, Client]:
+        """The daemon for a group of scenarios (one at a time: they share the socket path)."""
+        if self.daemon is not None and self.daemon.name == name and self.daemon.proc.poll() is None:
+            assert self.client is not None
+            return self.daemon, self.client
+        self.stop_daemon()
+        self.daemon = Daemon(name, config)
+        self.client = self.daemon.wait_socket()
+        return self.daemon, self.client
+
+    def stop_daemon(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.daemon is not None:
+            rc = self.daemon.stop()
+            self.results.setdefault("_daemons", {})[self.daemon.name] = {
+                "exit_code": rc, "socket_up_s": self.daemon.started_s}
+            self.daemon = None
+
+
+# --- rig self-checks (no daemon) ----------------------------------------------------------
+
+@scenario("rig_devices")
+def rig_devices(run: Run) -> Result:
+    """The guest kernel sees real devices: /dev/uinput, the usb-kbd through usbhid, the FTDI
+    usb-serial as /dev/ttyUSB0; host typing (QMP) and host serial bytes arrive."""
+    res: Result = {"uinput": os.path.exists("/dev/uinput")}
+    res["ttyUSB0"] = bool(wait_until(lambda: os.path.exists("/dev/ttyUSB0"), 10))
+    try:
+        res["ttyUSB0_driver"] = os.path.basename(os.readlink("/sys/class/tty/ttyUSB0/device/driver"))
+    except OSError:
+        res["ttyUSB0_driver"] = None
+    kbd = find_evdev(USB_KBD_NAME, 10)
+    res["input_devices"] = evdev_nodes()
+    res["usb_kbd_node"] = kbd
+
+    # usb-kbd: the host types "a1\r" over QMP; read raw input_events (24 bytes each on x86_64).
+    keys: list[tuple[float, int, int]] = []
+    if kbd:
+        fd = os.open(kbd, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            run.host.type("a1\r")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and sum(1 for k in keys if k[2] == 0) < 3:
+                try:
+                    data = os.read(fd, 24 * 64)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                for i in range(0, len(data), 24):
+                    sec, usec, typ, code, value = struct.unpack_from("llHHi", data, i)
+                    if typ == 1:  # EV_KEY
+                        keys.append((sec + usec / 1e6, code, value))
+        finally:
+            os.close(fd)
+    res["usb_kbd_keys"] = [(code, value) for _, code, value in keys]
+    res["usb_kbd_key_times"] = [round(t - keys[0][0], 4) for t, _, _ in keys] if keys else []
+
+    # usb-serial: open (ftdi_sio resets the port on open, so open first), then the host writes.
+    got = b""
+    if res["ttyUSB0"]:
+        fd = os.open("/dev/ttyUSB0", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            set_raw(fd)
+            time.sleep(0.2)
+            run.host.serial_write(b"rig-check\r", baud=9600)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not got.endswith(b"\r"):
+                try:
+                    got += os.read(fd, 256)
+                except BlockingIOError:
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)
+    res["ttyUSB0_read"] = got.decode(errors="replace")
+    return res
+
+
+# --- serial scanners (foundation) ---------------------------------------------------------
+
+SERIAL_CONFIG = f"""
+[socket]
+path = "{SOCK}"
+
+[policy]
+duplicate_window_ms = 1500
+
+[discovery]
+auto = false
+
+[[scanner]]
+name = "ftdi-1"
+transport = "serial"
+path = "/dev/ttyUSB0"
+baudrate = 9600
+terminator = "CR"
+# The idle-gap safety net (default 50 ms) would complete a half scan before the unplug is seen;
+# a longer one makes "unplug mid-scan" deterministic under emulation.
+idle_gap_ms = 2000
+
+[[scanner]]
+name = "acm-1"
+transport = "serial"
+path = "/dev/ttyACM0"
+baudrate = 115200
+terminator = "CR"
+"""
+
+
+def serial_daemon(run: Run) -> tuple[Daemon, Client]:
+    return run.start_daemon("serial", SERIAL_CONFIG)
+
+
+def ready_ttyusb(daemon: Daemon, timeout: float = 10.0) -> bool:
+    """The daemon holds /dev/ttyUSB0 open; bytes written earlier would be lost (ftdi resets on
+    open, and the daemon sets termios just after opening), so wait a moment more."""
+    ok = daemon.holds("/dev/ttyUSB0", timeout)
+    time.sleep(0.3)
+    return ok
+
+
+@scenario("serial_ttyusb_codes", SERIAL_FEATURES)
+def serial_ttyusb_codes(run: Run) -> Result:
+    """WeChat, Alipay, UnionPay codes from an FTDI usb-serial scanner (host chardev → /dev/ttyUSB0)."""
+    daemon, client = serial_daemon(run)
+    res: Result = {"hello": client.hello, "daemon_opened": ready_ttyusb(daemon)}
+    codes = {"wechat": wechat(1), "alipay": alipay(2), "unionpay": unionpay(3)}
+    res["sent"] = codes
+    m = client.mark()
+    for code in codes.values():
+        run.host.serial_write(code + "\r", baud=9600)
+        client.wait_code(m, code, 5)
+    time.sleep(0.3)
+    res["events"] = slim(client.since(m))
+    return res
+
+
+@scenario("serial_acm_codes", SERIAL_FEATURES)
+def serial_acm_codes(run: Run) -> Result:
+    """A CDC-ACM scanner: dummy_hcd + g_serial give /dev/ttyACM0 (cdc_acm) <-> /dev/ttyGS0."""
+    daemon, client = serial_daemon(run)
+    res: Result = {}
+    t = time.monotonic()
+    load_module("usb_f_acm")
+    load_module("g_serial")
+    res["ttyACM0"] = bool(wait_until(lambda: os.path.exists("/dev/ttyACM0") and os.path.exists("/dev/ttyGS0"), 10))
+    res["ttyACM0_appeared_s"] = round(time.monotonic() - t, 2)
+    try:
+        res["ttyACM0_driver"] = os.path.basename(os.readlink("/sys/class/tty/ttyACM0/device/driver"))
+    except OSError:
+        res["ttyACM0_driver"] = None
+    # The daemon was started before the device existed: it must pick it up by itself.
+    res["daemon_opened"] = daemon.holds("/dev/ttyACM0", 10)
+    res["daemon_opened_after_s"] = round(time.monotonic() - t, 2)
+    time.sleep(0.3)
+    codes = {"wechat": wechat(11), "alipay": alipay(12), "unionpay": unionpay(13)}
+    res["sent"] = codes
+    m = client.mark()
+    gs = os.open("/dev/ttyGS0", os.O_RDWR | os.O_NOCTTY)
+    try:
+        set_raw(gs)
+        for code in codes.values():
+            for ch in (code + "\r").encode():  # ~115200-baud pacing is below TCG's resolution; a byte at a time
+                os.write(gs, bytes([ch]))
+            client.wait_code(m, code, 5)
+    finally:
+        os.close(gs)
+    time.sleep(0.3)
+    res["events"] = slim(client.since(m))
+    return res
+
+
+@scenario("serial_unplug_replug", SERIAL_FEATURES)
+def serial_unplug_replug(run: Run) -> Result:
+    """usb-serial: a full scan, then half a scan, then QMP device_del: the full one was delivered,
+    the half one becomes a device_removed reject; device_add (same port): the daemon reopens the
+    port by itself and the next scan flows."""
+    daemon, client = serial_daemon(run)
+    res: Result = {"daemon_opened": ready_ttyusb(daemon)}
+    full, partial, after = wechat(21), alipay(22), unionpay(23)
+    res["sent"] = {"full": full, "partial": partial[:9], "after": after}
+    m = client.mark()
+    run.host.serial_write(full + "\r" + partial[:9], baud=9600)
+    client.wait_code(m, full, 5)
+    time.sleep(0.3)  # let the 9 bytes reach the daemon before the plug is pulled
+    r = run.host.call("device_del", device="ser0")
+    res["device_del_s"] = r.get("seconds")
+    res["node_gone"] = bool(wait_until(lambda: not os.path.exists("/dev/ttyUSB0"), 5))
+    client.wait_reject(m, 3)
+    time.sleep(0.3)
+    res["events_unplug"] = slim(client.since(m))
+    res["daemon_alive_after_unplug"] = daemon.proc.poll() is None
+
+    m2 = client.mark()
+    t = time.monotonic()
+    run.host.call("device_add", device="ser0")
+    res["node_back"] = bool(wait_until(lambda: os.path.exists("/dev/ttyUSB0"), 10))
+    res["node_back_s"] = round(time.monotonic() - t, 2)
+    t_node = time.monotonic()
+    res["daemon_reopened"] = daemon.holds("/dev/ttyUSB0", 10)
+    res["reopen_after_node_s"] = round(time.monotonic() - t_node, 2)
+    time.sleep(0.3)
+    t_send = time.monotonic()
+    run.host.serial_write(after + "\r", baud=9600)
+    ev = client.wait_code(m2, after, 5)
+    res["scan_after_replug_s"] = round(time.monotonic() - t_send, 2) if ev else None
+    time.sleep(0.2)
+    res["events_replug"] = slim(client.since(m2))
+    res["daemon_pid_same"] = daemon.proc.poll() is None
+    return res
+
+
+def main() -> int:
+    start_uptime = uptime()
+    host = Host()
+    host.call("hello", uptime=start_uptime)
+    run = Run(host)
+    run.results["_meta"] = {"uptime_at_driver_start": start_uptime, "kernel": os.uname().release}
+    run.save()
+    only = set(PLAN.get("only") or [])
+    try:
+        for name, requires, fn in SCENARIOS:
+            if only and name not in only:
+                continue
+            missing = [r for r in requires if not (REPO / r).exists()]
+            if missing:
+                run.results[name] = {"status": "missing", "missing": missing}
+                run.save()
+                continue
+            t = time.monotonic()
+            log(f"scenario {name}")
+            try:
+                res = fn(run)
+                res.setdefault("status", "ran")
+            except Exception as e:  # noqa: BLE001 - recorded for the host test to show
+                res = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                if run.daemon is not None:
+                    res["daemon_log_tail"] = run.daemon.log_tail()
+            res["seconds"] = round(time.monotonic() - t, 2)
+            log(f"scenario {name}: {res['status']} in {res['seconds']}s")
+            run.results[name] = res
+            run.save()
+    finally:
+        run.stop_daemon()
+        run.results["_meta"]["driver_seconds"] = round(time.monotonic() - T0, 2)
+        run.save()
+        host.call("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Real-kernel tests: scannerd in a QEMU guest against devices its kernel believes are real.
+
+One guest boot per session (the `vm` fixture in conftest.py) runs every scenario of
+guest/scenarios.py; each test here asserts on one scenario's recorded facts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vmqemu import RunResult
+
+pytestmark = pytest.mark.vm
+
+BOOT_TO_TEST_BUDGET_S = 10.0
+
+
+def _context(vm: RunResult) -> str:
+    return (f"\n--- artefacts: {vm.workdir}\n--- host log:\n" + "\n".join(vm.host_log[-20:])
+            + f"\n--- guest console (tail):\n{vm.guest_log[-2000:]}\n--- kernel console (tail):\n{vm.console[-1500:]}")
+
+
+def result(vm: RunResult, name: str) -> dict[str, Any]:
+    res = vm.results.get(name)
+    if res is None:
+        pytest.fail(f"the guest recorded no result for {name!r} (crashed or timed out?){_context(vm)}", pytrace=False)
+    if res["status"] == "missing":
+        pytest.xfail(f"daemon feature not in the repo yet: {', '.join(res['missing'])}")
+    if res["status"] == "error":
+        pytest.fail(f"{name} raised in the guest: {res['error']}\n{res.get('traceback', '')}\n"
+                    f"--- daemon log (tail):\n{res.get('daemon_log_tail', '')}{_context(vm)}", pytrace=False)
+    return res
+
+
+def scans(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "scan"]
+
+
+def rejects(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "reject"]
+
+
+def channels(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(e["channel"], e["kind"], e["code"]) for e in scans(events)]
+
+
+# --- the rig itself -------------------------------------------------------------------------
+
+def test_guest_boots_to_test_within_budget(vm: RunResult) -> None:
+    assert vm.boot_to_test_s is not None, f"the guest driver never said hello{_context(vm)}"
+    assert vm.boot_to_test_s <= BOOT_TO_TEST_BUDGET_S, f"boot to test took {vm.boot_to_test_s:.1f}s"
+
+
+def test_guest_powers_off_cleanly(vm: RunResult) -> None:
+    assert vm.exit_code == 0, f"QEMU exit code {vm.exit_code}{_context(vm)}"
+    assert "driver_seconds" in vm.results.get("_meta", {}), f"guest driver did not finish{_context(vm)}"
+
+
+def test_guest_sees_real_devices(vm: RunResult) -> None:
+    r = result(vm, "rig_devices")
+    assert r["uinput"], "/dev/uinput missing in the guest"
+    assert r["ttyUSB0_driver"] == "ftdi_sio"
+    kbd = [d for d in r["input_devices"] if d["node"] == r["usb_kbd_node"]]
+    assert kbd and (kbd[0]["vid"], kbd[0]["pid"], kbd[0]["bus"]) == ("0627", "0001", "0003"), r["input_devices"]
+    # "a1<Enter>" typed on the host over QMP arrives through xhci → usbhid → evdev.
+    assert [tuple(k) for k in r["usb_kbd_keys"]] == [(30, 1), (30, 0), (2, 1), (2, 0), (28, 1), (28, 0)]
+    # Bytes written into the host chardev arrive at /dev/ttyUSB0.
+    assert r["ttyUSB0_read"] == "rig-check\r"
+
+
+# --- serial scanners ------------------------------------------------------------------------
+
+def test_usb_serial_scanner_codes_arrive_classified(vm: RunResult) -> None:
+    r = result(vm, "serial_ttyusb_codes")
+    assert r["hello"]["type"] == "hello" and r["hello"]["protocol"] == 1
+    assert r["daemon_opened"], "scannerd never opened /dev/ttyUSB0"
+    sent = r["sent"]
+    assert channels(r["events"]) == [
+        ("wechat", "payment", sent["wechat"]),
+        ("alipay", "payment", sent["alipay"]),
+        ("unionpay", "payment", sent["unionpay"]),
+    ]
+    assert rejects(r["events"]) == []
+    for e in scans(r["events"]):
+        assert e["device"] == "ftdi-1"
+        # 19-20 bytes at 9600 baud take ~20 ms: the first-byte → last-byte time is measured.
+        assert e["latency"]["scan_ms"] > 0 and "pipeline_us" in e["latency"], e
+
+
+def test_cdc_acm_scanner_codes_arrive_classified(vm: RunResult) -> None:
+    r = result(vm, "serial_acm_codes")
+    assert r["ttyACM0"] and r["ttyACM0_driver"] == "cdc_acm"
+    assert r["daemon_opened"], "scannerd did not pick up /dev/ttyACM0 appearing after its start"
+    sent = r["sent"]
+    assert channels(r["events"]) == [
+        ("wechat", "payment", sent["wechat"]),
+        ("alipay", "payment", sent["alipay"]),
+        ("unionpay", "payment", sent["unionpay"]),
+    ]
+    assert rejects(r["events"]) == []
+    assert {e["device"] for e in scans(r["events"])} == {"acm-1"}
+
+
+def test_usb_serial_unplug_mid_scan_rejects_partial_and_keeps_complete(vm: RunResult) -> None:
+    r = result(vm, "serial_unplug_replug")
+    assert r["daemon_opened"] and r["node_gone"]
+    events = r["events_unplug"]
+    assert channels(events) == [("wechat", "payment", r["sent"]["full"])], events
+    rej = rejects(events)
+    assert [(e["reason"], e["device"]) for e in rej] == [("device_removed", "ftdi-1")], events
+    assert r["sent"]["partial"] not in str(rej), "a partial payment code leaked unmasked into a reject"
+    assert r["daemon_alive_after_unplug"]
+
+
+def test_usb_serial_replug_scans_flow_again_without_restart(vm: RunResult) -> None:
+    r = result(vm, "serial_unplug_replug")
+    assert r["node_back"], "/dev/ttyUSB0 did not come back after device_add"
+    assert r["daemon_reopened"], "scannerd did not reopen /dev/ttyUSB0"
+    assert r["reopen_after_node_s"] <= 1.0, f"reopened {r['reopen_after_node_s']}s after the node appeared"
+    assert channels(r["events_replug"]) == [("unionpay", "payment", r["sent"]["after"])]
+    assert r["scan_after_replug_s"] is not None and r["scan_after_replug_s"] <= 1.0
+    assert r["daemon_pid_same"], "the daemon restarted (or died) across the replug"
