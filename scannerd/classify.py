@@ -122,16 +122,17 @@ def _id_number_ok(s: str, today: date | None = None) -> bool:
     """GB 11643 citizen number: 17 digits + MOD 11-2 check, birth date YYYYMMDD at 7–14, not in the future."""
     if len(s) != 18 or not _digits(s[:17]):
         return False
-    if _id_check_char(s[:17]) != s[17].upper():
-        return False
+    # The date first: it rejects ~99 % of payment codes for less than the checksum costs.
     y, m, d = int(s[6:10]), int(s[10:12]), int(s[12:14])
-    if y < 1900:
+    if y < 1900 or not 1 <= m <= 12 or not 1 <= d <= 31:
         return False
     try:
         born = date(y, m, d)
     except ValueError:
         return False
-    return born <= (today or date.today())
+    if born > (today or date.today()):
+        return False
+    return _id_check_char(s[:17]) == s[17].upper()
 
 
 # Fixers turn a generated string into one that passes the check (for the overlap search only).
