@@ -1,0 +1,364 @@
+"""Which devices are scanners: config matching, auto-detection, and udev hotplug.
+
+match_device() is pure and decides, for one device description, between:
+- "config": a [[scanner]] entry matches. Every criterion the entry gives must hold (path,
+  usb = "vid:pid", match_name regex, by_id), so `usb` + `match_name` can pick one interface of
+  a composite scanner. `path` and `by_id` compare with the node and its udev links.
+- "auto": no [[scanner]] entries at all and [discovery] auto = true, and the device is a known
+  scanner: nearest-USB vendor in the list (Honeywell 0c2e, Zebra 05e0, Datalogic 05f9, Newland
+  1eab, plus extra_vendor_ids), tagged SCANNERD=1 by our udev rules (a site's local rule can add
+  a vendor:product there), or an input device whose name says scanner/barcode.
+- "ignored", with the reason (shown by `scannerd devices`). A keyboard that is none of the above
+  is never grabbed: taking a cashier's keyboard away is worse than missing a scanner.
+
+Discovery enumerates present devices at start, then follows udev through the monitor's file
+descriptor on the event loop (loop.add_reader, monitor.poll(timeout=0) until empty): no polling
+loop, and a plugged scanner starts within the time udev takes to announce it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+
+from ..config import Config, ScannerConfig
+
+log = structlog.get_logger("scannerd.discovery")
+
+KNOWN_SCANNER_VENDORS: Mapping[str, str] = {
+    "0c2e": "Honeywell (Metrologic)",
+    "05e0": "Zebra (Symbol)",
+    "05f9": "Datalogic",
+    "1eab": "Newland",
+}
+
+# An input device whose name says it is a scanner (uinput test scanners included).
+SCANNER_NAME = re.compile(r"(?i)bar[\s_-]?code|scanner|scan[\s_-]?gun|qr[\s_-]?reader|扫码|扫描|条码")
+
+# Linux input bus types (linux/input.h) worth naming in reasons.
+_BUSES = {"0003": "usb", "0005": "bluetooth", "0006": "virtual", "0011": "i8042", "0019": "host"}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDescription:
+    """What matching needs to know about a device node; built from udev/sysfs, or by hand in tests."""
+
+    subsystem: str  # "input" | "tty"
+    devnode: str
+    name: str = ""
+    vid: str = ""  # of the nearest USB device, 4 lowercase hex digits, or ""
+    pid: str = ""
+    bus: str = ""  # usb | bluetooth | virtual | i8042 | …
+    links: tuple[str, ...] = ()  # udev symlinks: /dev/input/by-id/…, /dev/scanner/…
+    keyboard: bool = False  # input: can type digits and Enter
+    serial: str = ""  # USB serial number, for naming
+    udev_scanner: bool = False  # SCANNERD=1 from 70-scannerd.rules
+
+    @property
+    def by_id(self) -> str:
+        return next((ln for ln in self.links if "/by-id/" in ln), "")
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vid}:{self.pid}" if self.vid and self.pid else ""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    action: str  # "config" | "auto" | "ignored"
+    reason: str
+    scanner: ScannerConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundDevice:
+    subsystem: str
+    devnode: str
+    name: str
+    vid: str
+    pid: str
+    by_id: str
+    scanner: ScannerConfig
+
+
+# --- pure matching ------------------------------------------------------------------------------
+
+def _transport_for(subsystem: str) -> str:
+    return "evdev" if subsystem == "input" else "serial"
+
+
+def _entry_matches(entry: ScannerConfig, desc: DeviceDescription) -> tuple[bool, str]:
+    """(all given criteria hold, the criteria that matched)."""
+    matched: list[str] = []
+    nodes = (desc.devnode, *desc.links)
+    if entry.path:
+        if entry.path not in nodes:
+            return False, ""
+        matched.append("path")
+    if entry.usb:
+        if entry.usb != desc.usb_id:
+            return False, ""
+        matched.append("usb")
+    if entry.match_name:
+        if not re.search(entry.match_name, desc.name):
+            return False, ""
+        matched.append("match_name")
+    if entry.by_id:
+        if entry.by_id not in desc.links and entry.by_id not in {os.path.basename(ln) for ln in desc.links}:
+            return False, ""
+        matched.append("by_id")
+    return bool(matched), ", ".join(matched)
+
+
+def auto_name(desc: DeviceDescription) -> str:
+    """A stable scanner name for an auto-detected device: its by-id link, else vid/pid/serial."""
+    base = os.path.basename(desc.by_id)
+    if not base:
+        scanner_link = next((ln for ln in desc.links if "/scanner/" in ln), "")
+        base = os.path.basename(scanner_link)
+    if not base:
+        tail = desc.serial or os.path.basename(desc.devnode)
+        base = "-".join(p for p in (_transport_for(desc.subsystem), desc.vid, desc.pid, tail) if p)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_") or "scanner"
+    return name[:64]
+
+
+def _auto_reason(config: Config, desc: DeviceDescription) -> str | None:
+    vendors = dict(KNOWN_SCANNER_VENDORS)
+    vendors.update({v: f"vendor {v} ([discovery] extra_vendor_ids)" for v in config.discovery.extra_vendor_ids})
+    if desc.udev_scanner:
+        return "tagged SCANNERD=1 by the scannerd udev rules"
+    if desc.bus == "usb" and desc.vid in vendors:
+        return f"known scanner vendor {vendors[desc.vid]} ({desc.vid})"
+    if desc.subsystem == "input" and SCANNER_NAME.search(desc.name):
+        return f"input device named {desc.name!r} (says scanner/barcode)"
+    return None
+
+
+def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
+    """What scannerd does with this device, and why. Pure: table-tested, used by `scannerd devices`."""
+    if desc.subsystem == "input" and not os.path.basename(desc.devnode).startswith("event"):
+        return MatchResult("ignored", "not an event device (mouse/joystick node)")
+    if desc.subsystem not in ("input", "tty"):
+        return MatchResult("ignored", f"subsystem {desc.subsystem} is not read by evdev or serial")
+    transport = _transport_for(desc.subsystem)
+    for entry in config.scanners:
+        ok, how = _entry_matches(entry, desc)
+        if not ok:
+            continue
+        if entry.transport != transport:
+            return MatchResult("ignored", f"matches [[scanner]] {entry.name!r} by {how}, but that entry is "
+                                          f"transport {entry.transport!r}, not {transport!r}")
+        if desc.subsystem == "input" and not desc.keyboard and not entry.path:
+            return MatchResult("ignored", f"matches [[scanner]] {entry.name!r} by {how}, but this input node "
+                                          "cannot type digits (another interface of the same device)")
+        return MatchResult("config", f"[[scanner]] {entry.name!r} (by {how})", entry)
+    if config.scanners:
+        return MatchResult("ignored", "no [[scanner]] entry matches (auto-detect runs only without [[scanner]] entries)")
+    if desc.subsystem == "tty" and not re.match(r"tty(ACM|USB)\d+$", os.path.basename(desc.devnode)):
+        return MatchResult("ignored", "not a USB serial port")
+    why = _auto_reason(config, desc)
+    if desc.subsystem == "input" and not desc.keyboard:
+        return MatchResult("ignored", "input device that cannot type digits (mouse, consumer keys, power button)")
+    if why is None:
+        if desc.subsystem == "input":
+            bus = desc.bus or "unknown bus"
+            vendor = f"vendor {desc.vid}" if desc.vid else bus
+            return MatchResult("ignored", f"keyboard ({vendor}, not a known scanner vendor, name has no "
+                                          "scanner/barcode): never auto-grabbed; add a [[scanner]] entry to use it")
+        return MatchResult("ignored", f"serial port of vendor {desc.vid or '?'} (not a known scanner vendor): "
+                                      "add a [[scanner]] entry with path or by_id to use it")
+    if not config.discovery.auto:
+        return MatchResult("ignored", f"would be auto-detected ({why}) but [discovery] auto = false")
+    path = desc.by_id or desc.devnode
+    scanner = ScannerConfig(name=auto_name(desc), transport=transport, path=path)
+    return MatchResult("auto", f"auto-detected: {why}", scanner)
+
+
+# --- udev → DeviceDescription ------------------------------------------------------------------
+
+def _key_bits(text: str) -> int:
+    """Parse a sysfs capabilities bitmap ("120013 ... ffffffff fffffffe", most significant first)."""
+    value = 0
+    for word in text.split():
+        value = (value << 64) | int(word, 16)  # each word is one unsigned long (64-bit kernels)
+    return value
+
+
+def can_type_digits(key_caps: str) -> bool:
+    """True when a key-capabilities bitmap has KEY_1…KEY_0 (2…11) and KEY_ENTER (28)."""
+    try:
+        bits = _key_bits(key_caps)
+    except ValueError:
+        return False
+    return all(bits >> code & 1 for code in (*range(2, 12), 28))
+
+
+def _attr(device: Any, name: str) -> str:
+    try:
+        value = device.attributes.get(name)
+    except Exception:  # a device that vanished while we looked
+        return ""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace").strip() if isinstance(value, bytes) else str(value).strip()
+
+
+def describe(device: Any) -> DeviceDescription | None:
+    """A pyudev Device (input event node or tty) → DeviceDescription; None for other nodes."""
+    devnode = device.device_node
+    subsystem = device.subsystem
+    if not devnode or subsystem not in ("input", "tty"):
+        return None
+    props: Mapping[str, str] = device.properties
+    links = tuple(sorted(device.device_links))
+    usb = device.find_parent("usb", "usb_device")
+    vid = props.get("ID_VENDOR_ID", "") or (_attr(usb, "idVendor") if usb is not None else "")
+    pid = props.get("ID_MODEL_ID", "") or (_attr(usb, "idProduct") if usb is not None else "")
+    serial = props.get("ID_SERIAL_SHORT", "") or (_attr(usb, "serial") if usb is not None else "")
+    udev_scanner = props.get("SCANNERD", "") == "1"
+    if subsystem == "input":
+        parent = device.parent  # the inputN device: name, id/*, capabilities/*
+        if parent is None:
+            return None
+        bus = _BUSES.get(_attr(parent, "id/bustype"), _attr(parent, "id/bustype"))
+        if bus == "usb" and not vid:
+            vid, pid = _attr(parent, "id/vendor"), _attr(parent, "id/product")
+        keyboard = props.get("ID_INPUT_KEYBOARD", "") == "1" or can_type_digits(_attr(parent, "capabilities/key"))
+        return DeviceDescription("input", devnode, _attr(parent, "name"), vid.lower(), pid.lower(), bus, links,
+                                 keyboard, serial, udev_scanner)
+    name = " ".join(p for p in (_attr(usb, "manufacturer"), _attr(usb, "product")) if p) if usb is not None else ""
+    return DeviceDescription("tty", devnode, name or props.get("ID_MODEL", ""), vid.lower(), pid.lower(),
+                             "usb" if usb is not None else "", links, False, serial, udev_scanner)
+
+
+def list_descriptions(context: Any) -> list[DeviceDescription]:
+    out: list[DeviceDescription] = []
+    for subsystem in ("input", "tty"):
+        for device in context.list_devices(subsystem=subsystem):
+            desc = describe(device)
+            if desc is not None and (subsystem == "input" or _interesting_tty(desc)):
+                out.append(desc)
+    return sorted(out, key=lambda d: (d.subsystem, _natural(d.devnode)))
+
+
+def _interesting_tty(desc: DeviceDescription) -> bool:
+    # Virtual consoles and ptys are ttys too; only ports a scanner can be on matter.
+    return desc.bus == "usb" or bool(re.match(r"/dev/tty(S|ACM|USB|AMA|mxc|XRUSB)\d+$", desc.devnode))
+
+
+def _natural(s: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
+
+
+def udev_running() -> bool:
+    return os.path.exists("/run/udev/control")
+
+
+# --- the hotplug loop ---------------------------------------------------------------------------
+
+class Discovery:
+    """Calls on_add(FoundDevice) for matching devices present now and plugged later, and
+    on_remove(devnode) when one goes away. One instance per configuration (recreate on reload)."""
+
+    def __init__(self, config: Config, on_add: Callable[[FoundDevice], None], on_remove: Callable[[str], None],
+                 *, context: Any = None, monitor: Any = None) -> None:
+        self.config = config
+        self._on_add = on_add
+        self._on_remove = on_remove
+        self._context = context
+        self._monitor = monitor
+        self._fd: int | None = None
+        self.active: dict[str, FoundDevice] = {}  # devnode → found
+
+    async def start(self) -> None:
+        import pyudev
+
+        context = self._context or pyudev.Context()
+        self._context = context
+        if self._monitor is None:
+            # Without udevd (minimal images, the VM rig) only the kernel source carries events.
+            source = "udev" if udev_running() else "kernel"
+            monitor = pyudev.Monitor.from_netlink(context, source=source)
+            monitor.filter_by("input")
+            monitor.filter_by("tty")
+            self._monitor = monitor
+        # Start listening before enumerating so a device plugged in between is not missed;
+        # a device seen twice is ignored by the active table.
+        self._monitor.start()
+        for desc in list_descriptions(context):
+            self._consider(desc)
+        self._fd = self._monitor.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self._drain)
+        log.info("discovery_started", devices=sorted(self.active), auto=self.config.discovery.auto and not self.config.scanners)
+
+    def stop(self) -> None:
+        if self._fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._fd)
+            except RuntimeError:  # loop already closed: nothing is registered any more
+                pass
+            self._fd = None
+
+    def _drain(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                device = self._monitor.poll(timeout=0)
+            except OSError as e:
+                log.warning("udev_receive_failed", error=str(e))
+                return
+            if device is None:
+                return
+            self.handle(device.action, device)
+
+    def handle(self, action: str | None, device: Any) -> None:
+        """One udev event (pyudev Device with .action)."""
+        if action == "remove":
+            devnode = device.device_node
+            found = self.active.pop(devnode, None) if devnode else None
+            if found is not None:
+                log.info("device_removed", devnode=devnode, scanner=found.scanner.name)
+                self._on_remove(devnode)
+            return
+        if action not in ("add", "change", "bind"):
+            return
+        desc = describe(device)
+        if desc is None or (desc.subsystem == "tty" and not _interesting_tty(desc)):
+            return
+        self._consider(desc)
+
+    def _consider(self, desc: DeviceDescription) -> None:
+        if desc.devnode in self.active:
+            return
+        result = match_device(self.config, desc)
+        if result.scanner is None:
+            log.debug("device_ignored", devnode=desc.devnode, name=desc.name, reason=result.reason)
+            return
+        scanner = result.scanner
+        taken = {f.scanner.name: f.devnode for f in self.active.values()}
+        if scanner.name in taken:
+            if result.action == "config":
+                # Two identical scanners matching one entry: one device per name, or events mix.
+                log.warning("device_duplicate", devnode=desc.devnode, scanner=scanner.name, already=taken[scanner.name])
+                return
+            scanner = replace(scanner, name=_unique(scanner.name, taken))
+        found = FoundDevice(desc.subsystem, desc.devnode, desc.name, desc.vid, desc.pid, desc.by_id, scanner)
+        self.active[desc.devnode] = found
+        log.info("device_found", devnode=desc.devnode, scanner=scanner.name, how=result.reason)
+        self._on_add(found)
+
+
+def _unique(name: str, taken: Iterable[str]) -> str:
+    used = set(taken)
+    for i in range(2, 1000):
+        candidate = f"{name[:60]}-{i}"
+        if candidate not in used:
+            return candidate
+    return name
