@@ -28,11 +28,9 @@ from typing import Any
 
 from .model import TWO_D_SYMBOLOGIES, Classification, Confidence, Kind, mask
 
-try:  # the regex parser, for generating example strings from a site's regex (overlap check)
-    import re._constants as _sre_c  # type: ignore[import-not-found]
-    import re._parser as _sre_p  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - Python < 3.11
-    _sre_c = _sre_p = None  # type: ignore[assignment]
+# The stdlib regex parser (3.11+), to generate strings from a site's regex for the overlap check.
+import re._constants as _sre_c  # type: ignore[import-not-found]
+import re._parser as _sre_p  # type: ignore[import-not-found]
 
 __all__ = [
     "CANDIDATE_RULE_ID",
@@ -115,7 +113,7 @@ _ID_CHECK = "10X98765432"  # ISO 7064 MOD 11-2 as GB 11643 writes it
 
 
 def _id_check_char(body17: str) -> str:
-    return _ID_CHECK[sum(int(d) * w for d, w in zip(body17, _ID_WEIGHTS)) % 11]
+    return _ID_CHECK[sum(int(d) * w for d, w in zip(body17, _ID_WEIGHTS, strict=True)) % 11]
 
 
 def _id_number_ok(s: str, today: date | None = None) -> bool:
@@ -518,8 +516,6 @@ def _gen(items: Iterable[tuple[Any, Any]], rng: random.Random, mode: int, groups
 
 
 def _regex_samples(pattern: re.Pattern[str], n: int, seed: int) -> list[str]:
-    if _sre_p is None:
-        return []
     try:
         parsed = _sre_p.parse(pattern.pattern, pattern.flags)
     except Exception:  # noqa: BLE001 - generation is best effort; the pattern already compiled
@@ -534,7 +530,7 @@ def _regex_samples(pattern: re.Pattern[str], n: int, seed: int) -> list[str]:
     return out
 
 
-def _rule_samples(rule: Rule, checks: Mapping[str, Check], seed: int = 0) -> list[str]:
+def _rule_samples(rule: Rule, seed: int = 0) -> list[str]:
     """Strings this rule should match: its examples plus strings generated from its matchers."""
     rng = random.Random(f"{rule.id}:{seed}")
     fill = _FILL.get(rule.charset or "", string.digits)
@@ -554,9 +550,9 @@ def _rule_samples(rule: Rule, checks: Mapping[str, Check], seed: int = 0) -> lis
     if rule.regex is not None:
         for s in _regex_samples(rule.regex, 24, rng.randint(0, 1 << 30)):
             raw.append(s)
-            for p in rule.prefixes[:8]:
-                if not s.lower().startswith(p) if rule.ignore_case else not s.startswith(p):
-                    raw.append(p + s[len(p):])
+            # A regex may not spell out the prefix the rule also requires: graft it on.
+            start = s.lower() if rule.ignore_case else s
+            raw.extend(p + s[len(p):] for p in rule.prefixes[:8] if not start.startswith(p))
     return raw
 
 
@@ -636,7 +632,7 @@ class Classifier:
                 wild.append(r)
             else:
                 keyed.append((r, *keys))
-        for r, two, one in keyed:
+        for _, two, one in keyed:
             for k in two:
                 by2.setdefault(k, [])
             for k in one:
@@ -661,8 +657,8 @@ class Classifier:
         opts = _parse_options(options)
         checks = dict(CHECKS)
         merged: dict[str, Rule] = {}
-        for i, raw in enumerate(_default_tables()):
-            r = _compile_rule(raw, f"default.toml rule[{i + 1}]", "default", i, checks)
+        for i, table in enumerate(_default_tables()):
+            r = _compile_rule(table, f"default.toml rule[{i + 1}]", "default", i, checks)
             if r.id in merged:
                 raise RuleError(r.where + ".id", f"duplicate default id {r.id!r}")
             merged[r.id] = r
@@ -795,7 +791,7 @@ def _replace(r: Rule, **changes: Any) -> Rule:
 
 def _check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
     """Two rules at one priority that both match some string make the winner depend on order."""
-    samples = {r.id: _rule_samples(r, checks) for r in rules}
+    samples = {r.id: _rule_samples(r) for r in rules}
     by_priority: dict[int, list[Rule]] = {}
     for r in rules:
         by_priority.setdefault(r.priority, []).append(r)
