@@ -35,6 +35,7 @@ path = "{pty.link}"
 baudrate = 9600
 role = "window"
 terminator = "CR"
+idle_gap_ms = 300
 """
     )
     daemon = Daemon(config, sock)
@@ -149,7 +150,7 @@ def test_unplug_and_replug_while_client_connected(rig: tuple[Daemon, PtyScanner,
     client = Client(sock)
     pty.release_slave()
     pty.write(b"1345678")
-    time.sleep(0.05)
+    time.sleep(0.05)  # the daemon has read the partial scan; its idle gap (300 ms) has not passed
     pty.unplug()
     reject = client.next_of("reject")
     assert reject["reason"] == "device_removed" and "1345678" not in json.dumps(reject)
