@@ -1,0 +1,64 @@
+"""SIGHUP reload: scanners added without dropping clients; a broken config changes nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from helpers import Client, Daemon, PtyScanner, alipay_code, wait_for, wechat_code
+
+
+def scanner_block(name: str, link: Path) -> str:
+    # A long idle gap: a partial scan must stay partial across the reload, not time out.
+    return f'\n[[scanner]]\nname = "{name}"\npath = "{link}"\nterminator = "CR"\nidle_gap_ms = 3000\n'
+
+
+def test_sighup_adds_a_scanner_keeps_clients_and_refuses_a_broken_config(tmp_path: Path) -> None:
+    one, two = PtyScanner(tmp_path, "scanner-1"), PtyScanner(tmp_path, "scanner-2")
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    base = f'[socket]\npath = "{sock}"\n'
+    config.write_text(base + scanner_block("window-1", one.link))
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+        client = Client(sock)
+        one.release_slave()
+        wait_for(lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+
+        # A scan in flight on window-1 while the reload happens must survive it.
+        code1 = wechat_code()
+        one.write(code1[:9].encode())
+        config.write_text(base + scanner_block("window-1", one.link) + scanner_block("window-2", two.link))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: len(client.command({"cmd": "status"})["devices"]) == 2, 5)
+        one.write(f"{code1[9:]}\r".encode())
+        assert client.next_of("scan")["code"] == code1
+
+        two.release_slave()
+        wait_for(lambda: all(d["present"] for d in client.command({"cmd": "status"})["devices"]), 5)
+        code2 = alipay_code()
+        two.write(f"{code2}\r".encode())
+        event = client.next_of("scan")
+        assert (event["device"], event["code"]) == ("window-2", code2)
+
+        # A broken config on SIGHUP is refused and logged; both scanners keep working.
+        config.write_text(base + '[[scanner]]\nname = "window-1"\npath = "/dev/x"\nbaudrate = "fast"\n')
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 5)
+        refused = next(e for e in daemon.log_events() if e.get("event") == "reload_refused")
+        assert "scanner[1].baudrate" in refused["error"]
+        code3 = wechat_code()
+        one.write(f"{code3}\r".encode())
+        assert client.next_of("scan")["code"] == code3
+        assert len(client.command({"cmd": "status"})["devices"]) == 2
+
+        # Removing a scanner stops its source; the client stays connected throughout.
+        config.write_text(base + scanner_block("window-2", two.link))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: [d["name"] for d in client.command({"cmd": "status"})["devices"]] == ["window-2"], 5)
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        one.close()
+        two.close()
