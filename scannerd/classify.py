@@ -762,7 +762,8 @@ class Classifier:
             ev = r.evaluate(text)
             failed = [d for _, ok, d in ev if not ok]
             prefix_ok = any(name == "prefix" and ok for name, ok, _ in ev)
-            if prefix_ok or (not r.prefixes and len(failed) == 1 and len(ev) > 1):
+            # Near: the prefix fits and at most two matchers fail, or a prefix-less rule misses by one.
+            if (prefix_ok and len(failed) <= 2) or (not r.prefixes and len(failed) == 1 and len(ev) > 1):
                 lines.append(f"  near miss {r.id}: " + ", ".join(d for _, _, d in ev))
         for r in self.disabled:
             if r.matches(text):
