@@ -22,6 +22,7 @@ from .census import Census
 from .config import Config, ConfigError, ScannerConfig, load_config
 from .framing import TERMINATORS, FramingSpec
 from .metrics import Metrics
+from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
 from .protocol import encode_event, reply
@@ -79,6 +80,7 @@ class Daemon:
         self.mqtt_sink: Sink | None = None
         self.running: dict[str, _Running] = {}
         self.discovery: Any = None
+        self.metrics_server: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -94,6 +96,7 @@ class Daemon:
         await self.socket_sink.start()
         await self._start_mqtt(self.config)
         self._sync_sinks()
+        await self._start_metrics(self.config)
         for scanner in self.config.scanners:
             if scanner.transport == "serial" or scanner.path:
                 self._start_source(scanner, scanner.path)
@@ -122,6 +125,8 @@ class Daemon:
             await self.mqtt_sink.stop()
         if self.socket_sink is not None:
             await self.socket_sink.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         for task in list(self._tasks):
             task.cancel()
 
@@ -164,6 +169,12 @@ class Daemon:
 
         self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self.handle_command)
         await self.mqtt_sink.start()
+
+    async def _start_metrics(self, config: Config) -> None:
+        self.metrics_server = None
+        if config.metrics.listen:
+            self.metrics_server = MetricsServer(config.metrics.listen, self.metrics.render)
+            await self.metrics_server.start()
 
     def _sync_sinks(self) -> None:
         sinks: list[Sink] = [s for s in (self.socket_sink, self.mqtt_sink) if s is not None]
@@ -275,6 +286,10 @@ class Daemon:
                 await self.mqtt_sink.stop()
             await self._start_mqtt(new)
         self._sync_sinks()
+        if new.metrics != old.metrics:
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+            await self._start_metrics(new)
         wanted = {s.name: s for s in new.scanners}
         for name, running in list(self.running.items()):
             keep = wanted.get(name)
