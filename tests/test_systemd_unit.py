@@ -161,3 +161,5 @@ def test_sysusers_creates_user_and_group(tmp_path: Path) -> None:
     assert int(user[2]) < 1000, "must be a system user"
     assert user[3] == groups["scannerd"][2], "primary group is scannerd"
     assert user[6] == "/usr/sbin/nologin"
+    # the HIS socket's group, with the service in it (so it may chgrp its socket, no capability)
+    assert groups["scannerd-clients"][3].split(",") == ["scannerd"]
