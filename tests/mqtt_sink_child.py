@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import structlog  # noqa: E402
+import structlog
 
-from scannerd.config import MqttConfig  # noqa: E402
-from scannerd.metrics import Metrics  # noqa: E402
-from scannerd.model import Classification, DeviceInfo, ScanEvent  # noqa: E402
-from scannerd.sinks.mqtt import MqttSink  # noqa: E402
+from scannerd.config import MqttConfig
+from scannerd.metrics import Metrics
+from scannerd.model import Classification, DeviceInfo, ScanEvent
+from scannerd.sinks.mqtt import MqttSink
 
 
 async def main(host: str, port: int, prefix: str) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
 from mqtt_broker import Broker
 from test_mqtt import broker, payload, pki, subscriber  # noqa: F401 - the session broker fixtures

@@ -18,7 +18,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from scannerd.config import MqttConfig
 from scannerd.metrics import Metrics
-from scannerd.model import Classification, DeviceInfo, DeviceStateEvent, RejectEvent, ScanEvent
+from scannerd.model import (
+    Classification,
+    DeviceInfo,
+    DeviceStateEvent,
+    RejectEvent,
+    ScanEvent,
+)
 from scannerd.protocol import ProtocolError, encode_event
 from scannerd.sinks.mqtt import MqttSink, classify_error
 from scannerd.sinks.mqtt_topics import (

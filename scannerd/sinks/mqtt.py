@@ -243,10 +243,9 @@ class MqttSink(Sink):
         limit = self._drain_timeout_s + 2 * self._op_timeout_s + 1
         try:
             await asyncio.wait_for(asyncio.shield(task), limit)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             task.cancel()
-        except Exception:  # noqa: BLE001 - the run loop logs its own errors
-            pass
+        # _run turns every failure into a logged reason; only cancellation can end it abruptly.
         await asyncio.gather(task, return_exceptions=True)
         left = len(self._queue)
         if left:
@@ -323,7 +322,7 @@ class MqttSink(Sink):
             attempt += 1
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
         self._state = "disconnected"
 
@@ -339,6 +338,8 @@ class MqttSink(Sink):
             tls_context=self._tls_context(),
             timeout=self._op_timeout_s,
             clean_session=True,
+            # Only `<prefix>/cmd` arrives here; a flood of commands must not grow memory unbounded.
+            max_queued_incoming_messages=100,
             # paho's own debug lines (no payloads, no password) under our logger's name.
             logger=logging.getLogger("scannerd.mqtt.paho"),
         )
@@ -414,7 +415,7 @@ class MqttSink(Sink):
         except ProtocolError as e:
             out = error_reply(try_request(payload), str(e))
             log.warning("mqtt.cmd_refused", reason=str(e))
-        except Exception as e:  # noqa: BLE001 - a failing handler must still get a reply out
+        except Exception as e:
             out = error_reply(request, f"internal error: {type(e).__name__}")
             log.exception("mqtt.cmd_failed", cmd=request.get("cmd") if request else None)
         await client.publish(self._topics.cmd_reply, out, qos=1, retain=False)

@@ -153,5 +153,5 @@ def backoff_delay(attempt: int, initial_s: float, cap_s: float, rng: random.Rand
 
     Jitter keeps a ward's kiosks from reconnecting in lock-step when the broker comes back.
     """
-    step = min(cap_s, initial_s * (2 ** min(attempt, 30)))
+    step: float = min(cap_s, initial_s * 2.0 ** min(attempt, 30))
     return step * (0.5 + 0.5 * (rng or random).random())
