@@ -51,7 +51,7 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
             msg = json.loads(line)
             if msg.get("type") == "reply":
                 return msg
-    except socket.timeout:
+    except TimeoutError:
         raise ClientError(f"{path}: no reply within {timeout} s") from None
     finally:
         sock.close()

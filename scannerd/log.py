@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ def _mask_digits(match: re.Match[str]) -> str:
     return s[:4] + "*" * (len(s) - 8) + s[-4:]
 
 
-def mask_long_digit_runs(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def mask_long_digit_runs(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if isinstance(value, str) and _LONG_DIGITS.search(value):
             event_dict[key] = _LONG_DIGITS.sub(_mask_digits, value)

@@ -72,7 +72,7 @@ class Daemon:
         self.hostname = _socket.gethostname()
         self.started = time.monotonic()
         self.metrics = Metrics()
-        self.census = Census()
+        self.census = Census.from_options(config.classify)
         self.classifier = Classifier.build(config.rules, config.classify)
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
@@ -348,7 +348,7 @@ class Daemon:
         if name == "inject":
             return self._inject(cmd)
         if name == "shapes":
-            return reply(name, True, shapes=self.census.snapshot())
+            return reply(name, True, shapes=self.census.snapshot(), overflow=self.census.overflow)
         return reply(name, False, error=f"{name!r} is not supported by this daemon")
 
     def _inject(self, cmd: dict[str, Any]) -> dict[str, Any]:

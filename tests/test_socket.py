@@ -37,7 +37,7 @@ class AClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, path: str) -> "AClient":
+    async def connect(cls, path: str) -> AClient:
         r, w = await asyncio.open_unix_connection(path)
         c = cls(r, w)
         hello = await c.next()
@@ -131,7 +131,7 @@ async def test_client_that_never_reads_is_dropped_and_others_keep_receiving(sink
                 try:
                     await good.next(timeout=0.001)
                     got += 1
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
         if sink.status()["clients"] == 1:
             break
