@@ -122,3 +122,59 @@ def test_usb_serial_replug_scans_flow_again_without_restart(vm: RunResult) -> No
     assert channels(r["events_replug"]) == [("unionpay", "payment", r["sent"]["after"])]
     assert r["scan_after_replug_s"] is not None and r["scan_after_replug_s"] <= 1.0
     assert r["daemon_pid_same"], "the daemon restarted (or died) across the replug"
+
+
+# --- keyboard-wedge scanners (evdev) --------------------------------------------------------
+
+def test_uinput_scanner_codes_arrive_classified_and_grabbed(vm: RunResult) -> None:
+    r = result(vm, "evdev_uinput_scanner_codes")
+    assert r["daemon_opened"], f"scannerd never opened {r['node']}"
+    sent = r["sent"]
+    assert channels(r["events"]) == [
+        ("wechat", "payment", sent["wechat"]),
+        ("alipay", "payment", sent["alipay"]),
+        ("unionpay", "payment", sent["unionpay"]),
+    ]
+    assert rejects(r["events"]) == []
+    assert {e["device"] for e in scans(r["events"])} == {"honeywell-1"}
+    assert r["grabbed"] is True, "the scanner's node was not grabbed (EVIOCGRAB from a second fd did not say EBUSY)"
+    assert r["second_reader_key_events"] == 0, "key events leaked to a second reader (the focused window) despite the grab"
+
+
+def test_syn_dropped_burst_rejected_then_next_scan_exact(vm: RunResult) -> None:
+    r = result(vm, "evdev_syn_dropped")
+    assert r["daemon_opened"]
+    burst = r["events_burst"]
+    # The interrupted scan ("13", Shift, "A", then ~800 events of which the kernel dropped most)
+    # is one reject and never a scan.
+    assert scans(burst) == [], burst
+    assert [e["reason"] for e in rejects(burst)] == ["events_dropped"], burst
+    # Shift's release was among the dropped events: without a modifier reset this would be "!#$%…".
+    assert channels(r["events_after"]) == [("wechat", "payment", r["after"])], r["events_after"]
+    assert rejects(r["events_after"]) == []
+
+
+def test_usb_kbd_typed_over_qmp_arrives_classified_with_kernel_timing(vm: RunResult) -> None:
+    r = result(vm, "evdev_usb_kbd_codes")
+    assert r["daemon_opened"] and r["grabbed"] is True
+    sent = r["sent"]
+    assert channels(r["events"]) == [
+        ("wechat", "payment", sent["wechat"]),
+        ("alipay", "payment", sent["alipay"]),
+        ("unionpay", "payment", sent["unionpay"]),
+    ]
+    assert rejects(r["events"]) == []
+    for e, (channel, typing_s) in zip(scans(r["events"]), r["typing_s"].items()):
+        assert e["device"] == "usbkbd-1"
+        # The host spent typing_s sending ~40 key events 8 ms apart; the first-key → last-key time
+        # comes from the kernel's event stamps, so it is a real fraction of that, not ~0.
+        assert 0.3 * typing_s * 1000 < e["latency"]["scan_ms"] < 3 * typing_s * 1000 + 500, (channel, e, typing_s)
+
+
+def test_usb_kbd_unplug_mid_scan_rejects_device_removed(vm: RunResult) -> None:
+    r = result(vm, "evdev_usb_kbd_unplug_mid_scan")
+    assert r["daemon_opened"] and r["node_gone"]
+    assert scans(r["events"]) == [], r["events"]
+    assert [(e["reason"], e["device"]) for e in rejects(r["events"])] == [("device_removed", "usbkbd-1")]
+    assert r["partial"] not in str(r["events"]), "the partial code leaked unmasked"
+    assert r["daemon_alive"] and r["daemon_released_node"]

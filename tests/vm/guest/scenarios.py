@@ -265,6 +265,223 @@ def serial_unplug_replug(run: Run) -> Result:
     return res
 
 
+# --- keyboard-wedge scanners (evdev) -------------------------------------------------------
+
+EV_SYN, EV_KEY, SYN_REPORT = 0, 1, 0
+KEY_LEFTSHIFT, KEY_ENTER, KEY_A = 42, 28, 30
+DIGIT_KEYS = {str(d): 2 + (d - 1) % 10 for d in range(1, 11)}  # "1" → KEY_1 (2) … "0" → KEY_0 (11)
+DIGIT_KEYS["0"] = 11
+EVIOCGRAB = 0x40044590  # _IOW('E', 0x90, int)
+
+HONEYWELL = {"name": "Honeywell Imaging 2D Barcode Scanner", "vendor": 0x0C2E, "product": 0x0B61}
+PLAIN_KBD = {"name": "Logitech USB Keyboard", "vendor": 0x046D, "product": 0xC31C}
+
+
+def make_uinput(identity: dict[str, Any]) -> Any:
+    """A USB keyboard-like uinput device with the given name and vid:pid (python-evdev)."""
+    import evdev
+
+    keys = list(range(1, 120))
+    return evdev.UInput({evdev.ecodes.EV_KEY: keys}, name=identity["name"], vendor=identity["vendor"],
+                        product=identity["product"], version=0x0110, bustype=evdev.ecodes.BUS_USB)
+
+
+def uinput_node(ui: Any, timeout: float = 5.0) -> str | None:
+    node = ui.device.path if getattr(ui, "device", None) is not None else None
+    return node or find_evdev(ui.name, timeout)
+
+
+def ev_bytes(events: list[tuple[int, int, int]]) -> bytes:
+    return b"".join(struct.pack("llHHi", 0, 0, t, c, v) for t, c, v in events)
+
+
+def key_events(text: str) -> list[tuple[int, int, int]]:
+    """Press/release (each followed by SYN_REPORT) for digits and Enter ("\r")."""
+    out: list[tuple[int, int, int]] = []
+    for ch in text:
+        code = KEY_ENTER if ch == "\r" else DIGIT_KEYS[ch]
+        out += [(EV_KEY, code, 1), (EV_SYN, SYN_REPORT, 0), (EV_KEY, code, 0), (EV_SYN, SYN_REPORT, 0)]
+    return out
+
+
+def uinput_type(ui: Any, text: str, gap_s: float = 0.002) -> None:
+    """Type like a wedge scanner: one key event (+SYN) per write, `gap_s` apart."""
+    evs = key_events(text)
+    for i in range(0, len(evs), 2):
+        os.write(ui.fd, ev_bytes(evs[i:i + 2]))
+        time.sleep(gap_s)
+
+
+def grabbed_by_other(node: str) -> bool | None:
+    """EVIOCGRAB answers EBUSY while another fd holds the grab (ours is released at once)."""
+    import fcntl
+
+    fd = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        try:
+            fcntl.ioctl(fd, EVIOCGRAB, 1)
+        except OSError as e:
+            return True if e.errno == 16 else None
+        fcntl.ioctl(fd, EVIOCGRAB, 0)
+        return False
+    finally:
+        os.close(fd)
+
+
+def drain_key_events(fd: int) -> int:
+    n = 0
+    while True:
+        try:
+            data = os.read(fd, 24 * 256)
+        except BlockingIOError:
+            return n
+        n += sum(1 for i in range(0, len(data), 24) if struct.unpack_from("llHHi", data, i)[2] == EV_KEY)
+
+
+def evdev_explicit_config(honeywell_node: str, kbd_node: str) -> str:
+    return f"""
+[socket]
+path = "{SOCK}"
+
+[discovery]
+auto = false
+
+[[scanner]]
+name = "honeywell-1"
+transport = "evdev"
+path = "{honeywell_node}"
+usb = "0c2e:0b61"
+terminator = "CR"
+# The SYN_DROPPED scenario pauses mid-scan (so the daemon surely holds Shift) before its burst:
+# the 50 ms idle-gap safety net must not complete the half scan during that pause.
+idle_gap_ms = 2000
+
+[[scanner]]
+name = "usbkbd-1"
+transport = "evdev"
+path = "{kbd_node}"
+usb = "0627:0001"
+terminator = "CR"
+# The idle-gap safety net (default 50 ms) would complete a half scan before the unplug is seen;
+# a longer one makes "unplug mid-scan" deterministic under emulation.
+idle_gap_ms = 2000
+"""
+
+
+def evdev_daemon(run: Run) -> tuple[Daemon, Client, Any, str, str]:
+    """The explicit-path evdev daemon, with the uinput Honeywell scanner it reads."""
+    if getattr(run, "honeywell", None) is None:
+        run.honeywell = make_uinput(HONEYWELL)
+    node = uinput_node(run.honeywell)
+    kbd = find_evdev(USB_KBD_NAME, 10)
+    if not node or not kbd:
+        raise RuntimeError(f"input nodes missing: honeywell={node} usb-kbd={kbd}")
+    daemon, client = run.start_daemon("evdev", evdev_explicit_config(node, kbd))
+    return daemon, client, run.honeywell, node, kbd
+
+
+EVDEV_SOURCE = SERIAL_FEATURES + ("scannerd/sources/evdev_wedge.py",)
+
+
+@scenario("evdev_uinput_scanner_codes", EVDEV_SOURCE)
+def evdev_uinput_scanner_codes(run: Run) -> Result:
+    """A uinput "Honeywell" scanner types WeChat/Alipay/UnionPay codes: they arrive classified,
+    and a second reader of the same node sees nothing while scannerd holds the grab."""
+    daemon, client, ui, node, _ = evdev_daemon(run)
+    res: Result = {"node": node, "daemon_opened": daemon.holds(node, 10)}
+    time.sleep(0.3)
+    res["grabbed"] = grabbed_by_other(node)
+    reader = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+    codes = {"wechat": wechat(31), "alipay": alipay(32), "unionpay": unionpay(33)}
+    res["sent"] = codes
+    m = client.mark()
+    try:
+        for code in codes.values():
+            uinput_type(ui, code + "\r")
+            client.wait_code(m, code, 5)
+        time.sleep(0.3)
+        res["second_reader_key_events"] = drain_key_events(reader)
+    finally:
+        os.close(reader)
+    res["events"] = slim(client.since(m))
+    return res
+
+
+@scenario("evdev_syn_dropped", EVDEV_SOURCE)
+def evdev_syn_dropped(run: Run) -> Result:
+    """Shift held, then a burst far larger than evdev's 64-event client buffer in one write():
+    the kernel drops events (SYN_DROPPED) including the Shift release. The broken scan must be a
+    reject, the modifier state reset, and the next (paced) scan exact - not "!#$%…"."""
+    daemon, client, ui, node, _ = evdev_daemon(run)
+    res: Result = {"daemon_opened": daemon.holds(node, 10)}
+    m = client.mark()
+    uinput_type(ui, "13")
+    os.write(ui.fd, ev_bytes([(EV_KEY, KEY_LEFTSHIFT, 1), (EV_SYN, SYN_REPORT, 0)]))
+    time.sleep(0.5)  # the daemon has read "13" and Shift down
+    burst = [(EV_KEY, KEY_A, 1), (EV_SYN, SYN_REPORT, 0), (EV_KEY, KEY_A, 0), (EV_SYN, SYN_REPORT, 0),
+             (EV_KEY, KEY_LEFTSHIFT, 0), (EV_SYN, SYN_REPORT, 0)]
+    burst += key_events("4567890123" * 20 + "\r")
+    res["burst_events"] = len(burst)
+    os.write(ui.fd, ev_bytes(burst))  # one syscall: the reader cannot keep up
+    # The daemon skips the rest of a cut burst until its Enter or an idle gap (2 s here, see the
+    # config); the burst's own Enter may be among the dropped events, so wait the gap out.
+    time.sleep(2.3)
+    res["events_burst"] = slim(client.since(m))
+    m2 = client.mark()
+    after = wechat(41)
+    res["after"] = after
+    uinput_type(ui, after + "\r")
+    client.wait(m2, lambda e: e.get("type") in ("scan", "reject"), 5)
+    time.sleep(0.3)
+    res["events_after"] = slim(client.since(m2))
+    return res
+
+
+@scenario("evdev_usb_kbd_codes", EVDEV_SOURCE)
+def evdev_usb_kbd_codes(run: Run) -> Result:
+    """QEMU's usb-kbd (xhci → usbhid → evdev), typed by the host over QMP, configured as a
+    scanner: codes arrive classified, scan time measured from kernel event timestamps."""
+    daemon, client, _, _, kbd = evdev_daemon(run)
+    res: Result = {"node": kbd, "daemon_opened": daemon.holds(kbd, 10)}
+    time.sleep(0.3)
+    res["grabbed"] = grabbed_by_other(kbd)
+    codes = {"wechat": wechat(51), "alipay": alipay(52), "unionpay": unionpay(53)}
+    res["sent"] = codes
+    res["typing_s"] = {}
+    m = client.mark()
+    for ch, code in codes.items():
+        r = run.host.type(code + "\r", interval_ms=8)
+        res["typing_s"][ch] = r.get("seconds")
+        client.wait_code(m, code, 5)
+    time.sleep(0.3)
+    res["events"] = slim(client.since(m))
+    return res
+
+
+@scenario("evdev_usb_kbd_unplug_mid_scan", EVDEV_SOURCE)
+def evdev_usb_kbd_unplug_mid_scan(run: Run) -> Result:
+    """Half a code typed on the usb-kbd, then QMP device_del: a device_removed reject, the daemon
+    keeps running."""
+    daemon, client, _, _, kbd = evdev_daemon(run)
+    res: Result = {"daemon_opened": daemon.holds(kbd, 10)}
+    time.sleep(0.3)
+    m = client.mark()
+    partial = wechat(61)[:8]
+    res["partial"] = partial
+    run.host.type(partial, interval_ms=8)
+    time.sleep(0.4)  # the keys have reached the daemon (HID poll + TCG)
+    r = run.host.call("device_del", device="kbd0")
+    res["device_del_s"] = r.get("seconds")
+    res["node_gone"] = bool(wait_until(lambda: not os.path.exists(kbd), 5))
+    client.wait_reject(m, 3)
+    time.sleep(0.3)
+    res["events"] = slim(client.since(m))
+    res["daemon_alive"] = daemon.proc.poll() is None
+    res["daemon_released_node"] = not holds_open(daemon.proc.pid, kbd)
+    run.kbd_unplugged = True
+    return res
+
+
 def main() -> int:
     start_uptime = uptime()
     host = Host()
