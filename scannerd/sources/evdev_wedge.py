@@ -84,6 +84,7 @@ class EventDecoder:
             if code == SYN_DROPPED:
                 self._in_drop = True
                 self._skip_burst = True
+                self._last_press_ns = t_ns  # the burst is measured from the overflow on
                 self.state = self.state.reset()
                 self.notes.add("events_dropped")
                 return [Abort("events_dropped", t_ns)]
@@ -98,7 +99,7 @@ class EventDecoder:
         if not text:
             return []
         if self._skip_burst:
-            gap_over = self._last_press_ns is not None and t_ns - self._last_press_ns > self.idle_gap_ns
+            gap_over = self._last_press_ns is None or t_ns - self._last_press_ns > self.idle_gap_ns
             if not gap_over:
                 self._last_press_ns = t_ns
                 if text in ("\r", "\t"):
