@@ -271,6 +271,18 @@ def test_scannerd_run_ready_watchdog_stopping(
         got = _collect(sock, 1.0)
         pings = [m for _, m in got if "WATCHDOG=1" in m.split("\n")]
         assert 6 <= len(pings) <= 14, got  # every 100 ms
+        # SIGHUP (systemctl reload): RELOADING=1 with MONOTONIC_USEC, then READY=1 again
+        proc.send_signal(signal.SIGHUP)
+        seen: list[list[str]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("READY=1" in m for m in seen):
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            lines = recv_lines(sock)
+            if lines != ["WATCHDOG=1"]:
+                seen.append(lines)
+        assert seen and seen[0][0] == "RELOADING=1", seen
+        assert any(x.startswith("MONOTONIC_USEC=") for x in seen[0]), seen
+        assert "READY=1" in seen[-1], seen
         proc.send_signal(signal.SIGTERM)
         stopping = False
         deadline = time.monotonic() + 10
