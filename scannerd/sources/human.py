@@ -108,19 +108,14 @@ def diagnose(
     if has_lower and not has_upper and (("capslock_on" in notes) or (not known and upper_channel not in (None, "unknown"))):
         out.append("lowercase where the code is digits+uppercase: check the scanner's CapsLock mode "
                    "(set it to ignore CapsLock / 'auto caps')")
-    for name, (alt_text, alt_channel) in sorted((other_layouts or {}).items()):
-        if name == layout or alt_text == text:
-            continue
-        if (not known and alt_channel not in (None, "unknown")) or (
-            not _plain(text) and _plain(alt_text) and not known
-        ):
-            out.append(f'decoded with layout = "{name}" this reads {alt_text!r}: the scanner\'s keyboard '
-                       f'country is probably {name.upper()}; set layout = "{name}" or reprogram the scanner to US')
-            break
-    else:
-        if layout != "fr" and _AZERTY_ROW & set(text) and not any(c.isdigit() for c in text):
-            out.append('characters like "&é\\"\'(" where digits are expected: the scanner is set to a French '
-                       'keyboard; set layout = "fr" or reprogram the scanner to US')
+    suggestion = None if known else _suggest_layout(text, layout, other_layouts or {})
+    if suggestion is not None:
+        name, alt_text = suggestion
+        out.append(f'decoded with layout = "{name}" this reads {alt_text!r}: the scanner\'s keyboard '
+                   f'country is probably {name.upper()}; set layout = "{name}" or reprogram the scanner to US')
+    elif layout != "fr" and _AZERTY_ROW & set(text) and not any(c.isdigit() for c in text):
+        out.append('characters like "&é\\"\'(" where digits are expected: the scanner is set to a French '
+                   'keyboard; set layout = "fr" or reprogram the scanner to US')
     if "numlock_off" in notes:
         out.append("the scanner switched NumLock off: scannerd still reads keypad digits, other programs would "
                    "not; prefer main-row digits in the scanner's keyboard settings")
@@ -137,6 +132,19 @@ def diagnose(
         out.append(f"shared keyboard: this burst looks human (median gap {shown}, {len(text)} chars) and would "
                    f"NOT be emitted (limits: ≤ {max_median_gap_ms:g} ms, ≥ {min_chars} chars)")
     return out
+
+
+def _suggest_layout(text: str, layout: str, others: Mapping[str, tuple[str, str | None]]) -> tuple[str, str] | None:
+    """Another layout under which the same keys read as a known code, or else as plain letters/digits."""
+    candidates = [(n, t, c) for n, (t, c) in sorted(others.items()) if n != layout and t != text]
+    for name, alt_text, alt_channel in candidates:
+        if alt_channel not in (None, "unknown"):
+            return name, alt_text
+    if not _plain(text):
+        for name, alt_text, _ in candidates:
+            if _plain(alt_text) and len(alt_text) == len(text):
+                return name, alt_text
+    return None
 
 
 def _plain(text: str) -> bool:
