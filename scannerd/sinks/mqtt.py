@@ -372,7 +372,10 @@ class MqttSink(Sink):
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
         if self._cfg.subscribe_cmd and self._on_command is not None:
-            await client.subscribe(self._topics.cmd, qos=1)
+            granted = await client.subscribe(self._topics.cmd, qos=1)
+            if any(getattr(rc, "is_failure", rc == 0x80) for rc in granted):
+                # A broker ACL without read on <prefix>/cmd: scans still flow, commands cannot.
+                log.warning("mqtt.cmd_subscribe_refused", topic=self._topics.cmd)
         self._on_up()
         watch = asyncio.create_task(self._watch(client), name="mqtt-watch")
         pub = asyncio.create_task(self._publisher(client), name="mqtt-publish")
