@@ -22,6 +22,8 @@ HELP: dict[str, str] = {
     "scannerd_rejects_total": "Reads rejected, by device and reason",
     "scannerd_duplicates_total": "Double reads suppressed, by device",
     "scannerd_expired_total": "Scans dropped undelivered because their TTL passed, by sink",
+    "scannerd_undelivered_total": "Events a sink gave up on, by sink and reason (queue_full, unconfirmed, stopped, reject_expired)",
+    "scannerd_acks_total": "Scans the HIS acknowledged with the ack command",
     "scannerd_delivered_total": "Events written to a sink, by sink",
     "scannerd_client_disconnects_total": "Socket clients dropped for not reading",
     "scannerd_scan_duration_seconds": "First to last character of a scan, by device",
