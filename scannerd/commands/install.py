@@ -13,7 +13,6 @@ them beside the package; a pip-installed wheel carries them as data files under
 from __future__ import annotations
 
 import argparse
-import grp
 import os
 import shutil
 import site
@@ -45,8 +44,9 @@ ASSETS: tuple[Asset, ...] = (
     # The example is refreshed on every install, so an upgraded scannerd shows its new options
     # beside the admin's config; config.toml itself is created once and then left alone.
     Asset("config.toml.example", "etc/scannerd/config.toml.example", 0o644),
-    # 0640: it may hold an MQTT password; group scannerd (the service) reads it.
-    Asset("config.toml.example", CONFIG_DEST, 0o640, overwrite=False),
+    # 0644 like any /etc config: the client commands (listen, status, stats) of HIS users read it
+    # to find the socket.  Secrets go in [mqtt] password_file (0640 root:scannerd), not here.
+    Asset("config.toml.example", CONFIG_DEST, 0o644, overwrite=False),
 )
 
 
@@ -151,23 +151,11 @@ def write_atomic(dest: Path, content: bytes, mode: int) -> None:
         raise
 
 
-def _give_config_to_group(path: Path) -> bool:
-    """chgrp scannerd on the new config, when that group already exists here and we may."""
-    try:
-        gid = grp.getgrnam("scannerd").gr_gid
-        os.chown(path, -1, gid)
-    except (KeyError, PermissionError):
-        return False
-    return True
-
-
-def commands_to_run(prefix: Path, config_needs_chgrp: bool) -> list[str]:
-    cmds = [
+def commands_to_run() -> list[str]:
+    # Order matters: the user and group before udev applies GROUP="scannerd", drivers loaded
+    # (modules-load.d) before the service resolves its DeviceAllow= classes.
+    return [
         "systemd-sysusers /etc/sysusers.d/scannerd.conf",
-    ]
-    if config_needs_chgrp:
-        cmds.append("chgrp scannerd /etc/scannerd/config.toml")
-    cmds += [
         "systemctl restart systemd-modules-load.service",
         "udevadm control --reload",
         "udevadm trigger --action=add --subsystem-match=input --subsystem-match=hidraw"
@@ -175,13 +163,11 @@ def commands_to_run(prefix: Path, config_needs_chgrp: bool) -> list[str]:
         "systemctl daemon-reload",
         "systemctl enable --now scannerd.service",
     ]
-    return cmds
 
 
 def install(prefix: Path, exec_path: str, dry_run: bool, out: list[str]) -> int:
     steps = plan(prefix, exec_path)
     would = "would " if dry_run else ""
-    config_needs_chgrp = False
     for step in steps:
         shown = step.dest
         if step.action == "keep":
@@ -193,20 +179,15 @@ def install(prefix: Path, exec_path: str, dry_run: bool, out: list[str]) -> int:
                 os.chmod(step.dest, step.mode)
             continue
         out.append(f"{would}{step.action:<9} {shown} (mode {step.mode:04o})")
-        if dry_run:
-            config_needs_chgrp |= step.dest == prefix / CONFIG_DEST
-            continue
-        write_atomic(step.dest, step.content, step.mode)
-        if step.dest == prefix / CONFIG_DEST:
-            # Only meaningful on the live system; a staged tree gets its group on the target.
-            config_needs_chgrp = not (prefix == Path("/") and _give_config_to_group(step.dest))
+        if not dry_run:
+            write_atomic(step.dest, step.content, step.mode)
     staged = prefix != Path("/")
     out.append("")
     if staged:
         out.append(f"# staged under {prefix}; on the target machine, as root:")
     else:
         out.append("# now, as root:")
-    out.extend(commands_to_run(prefix, config_needs_chgrp))
+    out.extend(commands_to_run())
     out.append("# then: edit /etc/scannerd/config.toml, `scannerd check-config`, `systemctl reload scannerd`;")
     out.append("#       `systemctl status scannerd` shows the daemon's status line")
     return 0
