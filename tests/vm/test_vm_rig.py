@@ -178,3 +178,54 @@ def test_usb_kbd_unplug_mid_scan_rejects_device_removed(vm: RunResult) -> None:
     assert [(e["reason"], e["device"]) for e in rejects(r["events"])] == [("device_removed", "usbkbd-1")]
     assert r["partial"] not in str(r["events"]), "the partial code leaked unmasked"
     assert r["daemon_alive"] and r["daemon_released_node"]
+
+
+def test_usb_kbd_replug_scans_flow_again_within_1s(vm: RunResult) -> None:
+    r = result(vm, "evdev_usb_kbd_replug")
+    assert r["node_back"], "the usb-kbd's event node did not come back after device_add"
+    assert r["daemon_opened"], "discovery did not reopen the replugged usb-kbd"
+    assert r["open_after_node_s"] <= 1.0, f"opened {r['open_after_node_s']}s after the node appeared"
+    assert r["grabbed"] is True
+    assert channels(r["events"]) == [("alipay", "payment", r["sent"])]
+    assert {e["device"] for e in scans(r["events"])} == {"usbkbd-1"}
+    assert r["daemon_pid_same"]
+
+
+# --- auto-detection -------------------------------------------------------------------------
+
+def test_auto_detected_scanner_hotplug_codes_classified_and_grabbed(vm: RunResult) -> None:
+    r = result(vm, "auto_uinput_scanner_hotplug")
+    assert r["daemon_opened"], "a Honeywell 0c2e:0b61 device plugged at runtime was not picked up"
+    assert r["open_after_plug_s"] <= 1.0, f"picked up {r['open_after_plug_s']}s after plugging"
+    assert r["grabbed"] is True
+    assert r["second_reader_key_events"] == 0, "scanner keystrokes leaked to a second reader"
+    sent = r["sent"]
+    assert channels(r["events"]) == [
+        ("wechat", "payment", sent["wechat"]),
+        ("alipay", "payment", sent["alipay"]),
+        ("unionpay", "payment", sent["unionpay"]),
+    ]
+    assert rejects(r["events"]) == []
+    assert len({e["device"] for e in scans(r["events"])}) == 1
+
+
+def test_plain_keyboard_never_grabbed_nor_emitted(vm: RunResult) -> None:
+    r = result(vm, "auto_plain_keyboard_ignored")
+    assert r["reader_key_events"] >= 2 * len(r["typed"] + "\r"), "the plain keyboard's keys were not typed at all"
+    assert r["daemon_opened"] is False, "scannerd opened a plain keyboard"
+    assert r["grabbed"] is False, "a plain keyboard was grabbed: the cashier's keyboard taken away"
+    assert r["other_keyboards_opened"] == {"AT Translated Set 2 keyboard": False, "QEMU QEMU USB Keyboard": False}
+    assert r["events"] == [], "typing on a plain keyboard was emitted"
+
+
+def test_auto_detected_scanner_unplug_mid_scan_then_replug(vm: RunResult) -> None:
+    r = result(vm, "auto_uinput_unplug_replug")
+    assert r["daemon_opened"] and r["node_gone"]
+    assert scans(r["events_unplug"]) == []
+    assert [e["reason"] for e in rejects(r["events_unplug"])] == ["device_removed"]
+    assert r["partial"] not in str(r["events_unplug"])
+    assert r["daemon_alive"]
+    assert r["daemon_reopened"] and r["open_after_plug_s"] <= 1.0, r.get("open_after_plug_s")
+    assert channels(r["events_replug"]) == [("wechat", "payment", r["after"])]
+    assert r["scan_after_replug_s"] is not None and r["scan_after_replug_s"] <= 1.0
+    assert r["daemon_pid_same"]

@@ -26,7 +26,6 @@ Result = dict[str, Any]
 SCENARIOS: list[tuple[str, tuple[str, ...], Callable[["Run"], Result]]] = []
 
 SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
-EVDEV_FEATURES = SERIAL_FEATURES + ("scannerd/sources/evdev_wedge.py", "scannerd/sources/discovery.py")
 
 USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
 
@@ -338,7 +337,7 @@ def drain_key_events(fd: int) -> int:
         n += sum(1 for i in range(0, len(data), 24) if struct.unpack_from("llHHi", data, i)[2] == EV_KEY)
 
 
-def evdev_explicit_config(honeywell_node: str, kbd_node: str) -> str:
+def evdev_explicit_config(honeywell_node: str) -> str:
     return f"""
 [socket]
 path = "{SOCK}"
@@ -356,10 +355,10 @@ terminator = "CR"
 # the 50 ms idle-gap safety net must not complete the half scan during that pause.
 idle_gap_ms = 2000
 
+# Found by discovery (udev kernel events, no udevd in the guest) by vid:pid, also after a replug.
 [[scanner]]
 name = "usbkbd-1"
 transport = "evdev"
-path = "{kbd_node}"
 usb = "0627:0001"
 terminator = "CR"
 # The idle-gap safety net (default 50 ms) would complete a half scan before the unplug is seen;
@@ -376,11 +375,11 @@ def evdev_daemon(run: Run) -> tuple[Daemon, Client, Any, str, str]:
     kbd = find_evdev(USB_KBD_NAME, 10)
     if not node or not kbd:
         raise RuntimeError(f"input nodes missing: honeywell={node} usb-kbd={kbd}")
-    daemon, client = run.start_daemon("evdev", evdev_explicit_config(node, kbd))
+    daemon, client = run.start_daemon("evdev", evdev_explicit_config(node))
     return daemon, client, run.honeywell, node, kbd
 
 
-EVDEV_SOURCE = SERIAL_FEATURES + ("scannerd/sources/evdev_wedge.py",)
+EVDEV_SOURCE = SERIAL_FEATURES + ("scannerd/sources/evdev_wedge.py", "scannerd/sources/discovery.py")
 
 
 @scenario("evdev_uinput_scanner_codes", EVDEV_SOURCE)
@@ -479,6 +478,166 @@ def evdev_usb_kbd_unplug_mid_scan(run: Run) -> Result:
     res["daemon_alive"] = daemon.proc.poll() is None
     res["daemon_released_node"] = not holds_open(daemon.proc.pid, kbd)
     run.kbd_unplugged = True
+    return res
+
+
+@scenario("evdev_usb_kbd_replug", EVDEV_SOURCE)
+def evdev_usb_kbd_replug(run: Run) -> Result:
+    """QMP device_add of the usb-kbd unplugged above (same port): discovery sees it, the daemon
+    opens and grabs it within 1 s of the node appearing, and typed codes flow again."""
+    if not getattr(run, "kbd_unplugged", False):
+        raise RuntimeError("runs after evdev_usb_kbd_unplug_mid_scan, which did not unplug the usb-kbd")
+    daemon, client, _, _, _ = run.daemon, run.client, None, None, None
+    assert daemon is not None and client is not None
+    res: Result = {}
+    t = time.monotonic()
+    run.host.call("device_add", device="kbd0")
+    kbd = find_evdev(USB_KBD_NAME, 10)
+    res["node_back"] = kbd
+    res["node_back_s"] = round(time.monotonic() - t, 2)
+    if not kbd:
+        return res
+    t_node = time.monotonic()
+    res["daemon_opened"] = daemon.holds(kbd, 10)
+    res["open_after_node_s"] = round(time.monotonic() - t_node, 2)
+    time.sleep(0.2)
+    res["grabbed"] = grabbed_by_other(kbd)
+    m = client.mark()
+    code = alipay(71)
+    res["sent"] = code
+    run.host.type(code + "\r", interval_ms=8)
+    client.wait_code(m, code, 5)
+    time.sleep(0.2)
+    res["events"] = slim(client.since(m))
+    res["daemon_pid_same"] = daemon.proc.poll() is None
+    run.kbd_unplugged = False
+    return res
+
+
+# --- auto-detection (no [[scanner]] entries) ------------------------------------------------
+
+AUTO_CONFIG = f"""
+[socket]
+path = "{SOCK}"
+
+[discovery]
+auto = true
+"""
+
+
+def auto_daemon(run: Run) -> tuple[Daemon, Client]:
+    if getattr(run, "honeywell", None) is not None:
+        run.honeywell.close()  # the explicit group's scanner: each auto scenario plugs its own
+        run.honeywell = None
+    return run.start_daemon("auto", AUTO_CONFIG)
+
+
+@scenario("auto_uinput_scanner_hotplug", EVDEV_SOURCE)
+def auto_uinput_scanner_hotplug(run: Run) -> Result:
+    """With no [[scanner]] entries, a Honeywell scanner (0c2e:0b61) plugged while the daemon
+    runs is auto-detected and grabbed; its codes arrive classified; a second reader sees nothing."""
+    daemon, client = auto_daemon(run)
+    time.sleep(0.5)
+    t = time.monotonic()
+    ui = make_uinput(HONEYWELL)
+    run.auto_scanner = ui
+    node = uinput_node(ui)
+    res: Result = {"node": node}
+    res["daemon_opened"] = daemon.holds(node, 10) if node else False
+    res["open_after_plug_s"] = round(time.monotonic() - t, 2)
+    time.sleep(0.2)
+    res["grabbed"] = grabbed_by_other(node) if node else None
+    reader = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+    codes = {"wechat": wechat(81), "alipay": alipay(82), "unionpay": unionpay(83)}
+    res["sent"] = codes
+    m = client.mark()
+    try:
+        for code in codes.values():
+            uinput_type(ui, code + "\r")
+            client.wait_code(m, code, 5)
+        time.sleep(0.3)
+        res["second_reader_key_events"] = drain_key_events(reader)
+    finally:
+        os.close(reader)
+    res["events"] = slim(client.since(m))
+    return res
+
+
+@scenario("auto_plain_keyboard_ignored", EVDEV_SOURCE)
+def auto_plain_keyboard_ignored(run: Run) -> Result:
+    """A plain keyboard (Logitech 046d:c31c) plugged under auto-detection is not opened, not
+    grabbed, and its typing - even a payment code at scanner speed - is never emitted. Neither
+    are the AT keyboard and QEMU's usb-kbd (0627:0001) touched."""
+    daemon, client = auto_daemon(run)
+    ui = make_uinput(PLAIN_KBD)
+    node = uinput_node(ui)
+    res: Result = {"node": node}
+    try:
+        time.sleep(1.5)  # ample time for discovery to act, were it going to
+        res["daemon_opened"] = holds_open(daemon.proc.pid, node)
+        res["grabbed"] = grabbed_by_other(node)
+        others = {d["name"]: d["node"] for d in evdev_nodes() if d["name"] in (USB_KBD_NAME, "AT Translated Set 2 keyboard")}
+        res["other_keyboards_opened"] = {name: holds_open(daemon.proc.pid, n) for name, n in others.items()}
+        reader = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+        m = client.mark()
+        code = wechat(91)
+        res["typed"] = code
+        try:
+            n = 0
+            for ch in code + "\r":  # drain as we go: evdev's 64-event client buffer would overflow
+                uinput_type(ui, ch)
+                n += drain_key_events(reader)
+            time.sleep(1.0)
+            res["reader_key_events"] = n + drain_key_events(reader)  # the keys really were typed
+        finally:
+            os.close(reader)
+        res["events"] = slim(client.since(m))
+    finally:
+        ui.close()
+    return res
+
+
+@scenario("auto_uinput_unplug_replug", EVDEV_SOURCE)
+def auto_uinput_unplug_replug(run: Run) -> Result:
+    """The auto-detected scanner vanishes mid-scan (uinput device destroyed): a device_removed
+    reject; plugged again: opened within 1 s and scans flow, same daemon."""
+    daemon, client = auto_daemon(run)
+    ui = getattr(run, "auto_scanner", None)
+    if ui is None:
+        raise RuntimeError("runs after auto_uinput_scanner_hotplug")
+    node = uinput_node(ui)
+    res: Result = {"daemon_opened": daemon.holds(node, 5)}
+    m = client.mark()
+    partial = unionpay(101)[:10]
+    res["partial"] = partial
+    uinput_type(ui, partial)
+    ui.close()  # the kernel removes the device: the daemon's fd gets ENODEV
+    run.auto_scanner = None
+    res["node_gone"] = bool(wait_until(lambda: not os.path.exists(node), 5))
+    client.wait_reject(m, 3)
+    time.sleep(0.3)
+    res["events_unplug"] = slim(client.since(m))
+    res["daemon_alive"] = daemon.proc.poll() is None
+
+    m2 = client.mark()
+    t = time.monotonic()
+    ui2 = make_uinput(HONEYWELL)
+    node2 = uinput_node(ui2)
+    try:
+        res["daemon_reopened"] = daemon.holds(node2, 10) if node2 else False
+        res["open_after_plug_s"] = round(time.monotonic() - t, 2)
+        time.sleep(0.2)
+        code = wechat(102)
+        res["after"] = code
+        t_send = time.monotonic()
+        uinput_type(ui2, code + "\r")
+        ev = client.wait_code(m2, code, 5)
+        res["scan_after_replug_s"] = round(time.monotonic() - t_send, 2) if ev else None
+        time.sleep(0.2)
+        res["events_replug"] = slim(client.since(m2))
+    finally:
+        ui2.close()
+    res["daemon_pid_same"] = daemon.proc.poll() is None
     return res
 
 
