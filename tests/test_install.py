@@ -240,3 +240,18 @@ def test_example_rules_classify_their_examples() -> None:
     assert c.classify("990012345675").rule != "site.patient_card"  # Luhn check digit wrong
     badge = c.classify("STAFF:123456")
     assert (badge.rule, badge.reject_reason) == ("site.staff_badge", "staff_badge")
+
+
+def test_write_atomic_never_clobbers_when_told(tmp_path: Path) -> None:
+    """The config is created with link(): one that appeared after planning is still kept."""
+    dest = tmp_path / "etc/scannerd/config.toml"
+    dest.parent.mkdir(parents=True)
+    dest.write_text("admin's\n")
+    assert inst.write_atomic(dest, b"example\n", 0o644, overwrite=False) is False
+    assert dest.read_text() == "admin's\n"
+    assert inst.write_atomic(dest, b"unit\n", 0o644, overwrite=True) is True
+    assert dest.read_text() == "unit\n"
+    new = tmp_path / "etc/scannerd/other.toml"
+    assert inst.write_atomic(new, b"x\n", 0o600, overwrite=False) is True
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["config.toml", "other.toml"]  # no temp left

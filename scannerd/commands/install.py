@@ -113,6 +113,7 @@ class Step:
     action: str  # create | update | unchanged | keep
     content: bytes
     mode: int
+    overwrite: bool
 
 
 def plan(prefix: Path, exec_path: str) -> list[Step]:
@@ -131,24 +132,33 @@ def plan(prefix: Path, exec_path: str) -> list[Step]:
                 action = "update"
         else:
             action = "create"
-        steps.append(Step(dest, action, content, asset.mode))
+        steps.append(Step(dest, action, content, asset.mode, asset.overwrite))
     return steps
 
 
-def write_atomic(dest: Path, content: bytes, mode: int) -> None:
+def write_atomic(dest: Path, content: bytes, mode: int, overwrite: bool = True) -> bool:
+    """Write via a temporary file: readers never see half a file.  With overwrite=False the
+    final step is link(), which fails if dest appeared meanwhile: an admin's file always wins.
+    Returns False when dest was kept."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
-        os.chmod(tmp, mode)  # before the rename: never visible with a wider mode
-        os.replace(tmp, dest)
-    except BaseException:
+        os.chmod(tmp, mode)  # before it gets its name: never visible with a wider mode
+        if overwrite:
+            os.replace(tmp, dest)
+            return True
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        return True
+    finally:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
 
 
 def commands_to_run() -> list[str]:
@@ -179,8 +189,8 @@ def install(prefix: Path, exec_path: str, dry_run: bool, out: list[str]) -> int:
                 os.chmod(step.dest, step.mode)
             continue
         out.append(f"{would}{step.action:<9} {shown} (mode {step.mode:04o})")
-        if not dry_run:
-            write_atomic(step.dest, step.content, step.mode)
+        if not dry_run and not write_atomic(step.dest, step.content, step.mode, step.overwrite):
+            out[-1] = f"keep      {shown} (appeared meanwhile; never overwritten)"
     staged = prefix != Path("/")
     out.append("")
     if staged:
@@ -188,6 +198,7 @@ def install(prefix: Path, exec_path: str, dry_run: bool, out: list[str]) -> int:
     else:
         out.append("# now, as root:")
     out.extend(commands_to_run())
+    out.append("# on an upgrade of a running service: systemctl restart scannerd.service")
     out.append("# then: edit /etc/scannerd/config.toml, `scannerd check-config`, `systemctl reload scannerd`;")
     out.append("#       `systemctl status scannerd` shows the daemon's status line")
     return 0
