@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
-from .config import load_config
+from .config import SYSTEM_SOCKET_PATH, load_config
 
 
 class ClientError(RuntimeError):
@@ -17,7 +18,12 @@ class ClientError(RuntimeError):
 def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
     if socket_path:
         return socket_path
-    return load_config(config_path).socket.path
+    path = load_config(config_path).socket.path
+    # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
+    # this user's own runtime directory.
+    if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):
+        return SYSTEM_SOCKET_PATH
+    return path
 
 
 def connect(path: str, timeout: float | None = 5.0) -> tuple[socket.socket, Any]:

@@ -35,9 +35,17 @@ class ConfigError(ValueError):
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
 
 
+SYSTEM_SOCKET_PATH = "/run/scannerd/scannerd.sock"
+
+
 def default_socket_path() -> str:
+    # Under the systemd unit: RuntimeDirectory=scannerd gives $RUNTIME_DIRECTORY=/run/scannerd
+    # (the service user has no XDG_RUNTIME_DIR, and its /tmp is private).
+    runtime_directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime_directory:
+        return os.path.join(runtime_directory, "scannerd.sock")
     if os.geteuid() == 0:
-        return "/run/scannerd/scannerd.sock"
+        return SYSTEM_SOCKET_PATH
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "scannerd.sock")

@@ -166,12 +166,6 @@ def test_sysusers_creates_user_and_group(tmp_path: Path) -> None:
     assert groups["scannerd-clients"][3].split(",") == ["scannerd"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.default_socket_path() ignores $RUNTIME_DIRECTORY: under the unit (User=scannerd, "
-    "no XDG_RUNTIME_DIR) the socket would land in /tmp, i.e. in the service's PrivateTmp where no "
-    "HIS client can reach it. Remove this marker once config.py prefers $RUNTIME_DIRECTORY.",
-)
 def test_default_socket_is_in_runtime_directory_under_systemd(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
