@@ -181,6 +181,45 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
     return MatchResult("auto", f"auto-detected: {why}", scanner)
 
 
+def resolve_device(config: Config, arg: str | None, descriptions: Iterable[DeviceDescription],
+                   transport: str = "evdev") -> tuple[str, ScannerConfig] | str:
+    """The device `scannerd test`/`record` should open: (path, scanner settings) or an error text.
+
+    `arg` is a device path (a node or any udev link), a [[scanner]] name, or None for "the only
+    scanner present". An explicitly named node is used even if it is a human keyboard: the
+    technician asked for it.
+    """
+    descs = [d for d in descriptions if d.subsystem == ("input" if transport == "evdev" else "tty")]
+    if arg is None:
+        found = [(d, r.scanner) for d in descs for r in [match_device(config, d)] if r.scanner is not None]
+        if len(found) == 1:
+            return found[0][0].devnode, found[0][1]
+        if not found:
+            return "no scanner found: give a device path (see `scannerd devices`)"
+        return "several scanners present, name one: " + ", ".join(f"{s.name} ({d.devnode})" for d, s in found)
+    entry = next((s for s in config.scanners if s.name == arg), None)
+    if entry is not None:
+        if entry.transport != transport:
+            return f"[[scanner]] {arg!r} is transport {entry.transport!r}; this command reads {transport} devices"
+        for d in descs:
+            r = match_device(config, d)
+            if r.scanner is not None and r.scanner.name == arg:
+                return d.devnode, entry
+        if entry.path:
+            return entry.path, entry
+        return f"[[scanner]] {arg!r} is not plugged in (no device matches it; see `scannerd devices`)"
+    if arg.startswith("/"):
+        real = os.path.realpath(arg)
+        for d in descs:
+            if arg == d.devnode or real == d.devnode or arg in d.links:
+                r = match_device(config, d)
+                scanner = r.scanner or ScannerConfig(name=auto_name(d), transport=transport, path=d.devnode)
+                return d.devnode, scanner
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(arg)) or "device"
+        return arg, ScannerConfig(name=name[:64], transport=transport, path=arg)
+    return f"{arg!r} is neither a device path nor a [[scanner]] name in {config.source}"
+
+
 # --- udev → DeviceDescription ------------------------------------------------------------------
 
 def _key_bits(text: str) -> int:

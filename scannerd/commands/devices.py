@@ -1,0 +1,143 @@
+"""`scannerd devices`: every input device, serial port and USB device, and what scannerd does with it.
+
+For a technician at the window: "is my scanner seen, would scannerd take it, and if not, why".
+Nothing is opened: this reads udev/sysfs only, so it is safe while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config, ConfigError, load_config
+from ..sources.discovery import KNOWN_SCANNER_VENDORS, DeviceDescription, list_descriptions, match_device
+from ..sources.evdev_wedge import effective_grab
+
+
+@dataclass(frozen=True, slots=True)
+class UsbDescription:
+    vid: str
+    pid: str
+    name: str
+    serial: str = ""
+    device_class: str = ""  # bDeviceClass, "09" for hubs
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("devices", help="list input devices, serial ports and USB ids, and what scannerd would do with each",
+                       description="List devices and what scannerd would do with each (matched entry, auto-detected, "
+                                   "ignored and why). Reads udev/sysfs only; opens nothing.")
+    p.add_argument("-c", "--config", help="config file (default: /etc/scannerd/config.toml if present)")
+    p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        import pyudev
+
+        context = pyudev.Context()
+        descs = list_descriptions(context)
+        usb = list_usb(context)
+    except Exception as e:  # no libudev / no /sys (containers)
+        print(f"error: cannot enumerate devices through udev: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    rows = report(config, descs, usb, readable=lambda p: os.access(p, os.R_OK))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        print(render(rows))
+    return 0
+
+
+def list_usb(context: Any) -> list[UsbDescription]:
+    out = []
+    for dev in context.list_devices(subsystem="usb", DEVTYPE="usb_device"):
+        attrs = dev.attributes
+
+        def get(name: str) -> str:
+            v = attrs.get(name)
+            return v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else ""
+
+        name = " ".join(p for p in (get("manufacturer"), get("product")) if p)
+        out.append(UsbDescription(get("idVendor").lower(), get("idProduct").lower(), name, get("serial"), get("bDeviceClass")))
+    return out
+
+
+def report(config: Config, descs: list[DeviceDescription], usb: list[UsbDescription],
+           readable: Any = lambda _p: True) -> list[dict[str, Any]]:
+    """One dict per device: kind, node/ids, action (config|auto|ignored|info) and the reason. Pure."""
+    rows: list[dict[str, Any]] = []
+    for d in descs:
+        r = match_device(config, d)
+        row: dict[str, Any] = {
+            "kind": "input" if d.subsystem == "input" else "serial",
+            "devnode": d.devnode,
+            "name": d.name,
+            "usb": d.usb_id,
+            "by_id": d.by_id,
+            "action": r.action,
+            "reason": r.reason,
+        }
+        if r.scanner is not None:
+            row["scanner"] = r.scanner.name
+            if d.subsystem == "input":
+                row["grab"] = effective_grab(r.scanner)
+                row["layout"] = r.scanner.layout
+        if r.scanner is not None and not readable(d.devnode):
+            row["warning"] = "no permission to open it: install the udev rules (group scannerd) or run as root"
+        rows.append(row)
+    vendors = set(KNOWN_SCANNER_VENDORS) | set(config.discovery.extra_vendor_ids)
+    for u in usb:
+        if u.device_class == "09":
+            continue  # hubs
+        usb_id = f"{u.vid}:{u.pid}"
+        nodes = [d.devnode for d in descs if d.usb_id == usb_id]
+        hidpos = next((s for s in config.scanners if s.transport == "hidpos" and s.usb == usb_id), None)
+        if hidpos is not None:
+            action, reason = "config", f"[[scanner]] {hidpos.name!r} (HID-POS by usb)"
+        elif u.vid in vendors and not nodes:
+            action, reason = "info", ("scanner vendor with no keyboard or serial node: HID-POS mode? add a [[scanner]] "
+                                      f'with transport = "hidpos" and usb = "{usb_id}"')
+        elif nodes:
+            action, reason = "info", "nodes: " + ", ".join(nodes)
+        else:
+            action, reason = "info", "no input or serial node"
+        rows.append({"kind": "usb", "usb": usb_id, "name": u.name, "serial": u.serial, "action": action, "reason": reason})
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    titles = {"input": "INPUT DEVICES (keyboard wedge: evdev)", "serial": "SERIAL PORTS", "usb": "USB DEVICES"}
+    for kind, title in titles.items():
+        group = [r for r in rows if r["kind"] == kind]
+        lines.append(title)
+        if not group:
+            lines.append("  (none)")
+        for r in group:
+            if kind == "usb":
+                lines.append(f"  {r['usb']}  {r['name'] or '?'}")
+            else:
+                lines.append(f"  {r['devnode']}  {r['usb'] or '-'}  {r['name'] or '?'}")
+                if r["by_id"]:
+                    lines.append(f"      by-id: {r['by_id']}")
+            mark = {"config": "→ USE", "auto": "→ AUTO", "ignored": "  skip", "info": "  "}[r["action"]]
+            lines.append(f"      {mark}: {r['reason']}".rstrip())
+            if "scanner" in r:
+                extra = f", grab={'yes' if r.get('grab') else 'no'}, layout={r['layout']}" if "grab" in r else ""
+                lines.append(f"      as scanner {r['scanner']!r}{extra}")
+            if "warning" in r:
+                lines.append(f"      ! {r['warning']}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
