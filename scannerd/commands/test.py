@@ -177,6 +177,8 @@ async def _test(config: Config, scanner: ScannerConfig, args: argparse.Namespace
     ended_by_itself = task.done()
     task.cancel()
     waiter.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
     with contextlib.suppress(asyncio.CancelledError):
         await task
     print(f"{t.count} read(s)")

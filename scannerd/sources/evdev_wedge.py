@@ -107,7 +107,7 @@ class EventDecoder:
                 return []
             self._skip_burst = False
         self._last_press_ns = t_ns
-        if UNDECODABLE in text:
+        if UNDECODABLE in text and not (code in KEYPAD_DIGITS and self.state.lalt):  # Alt codes: noted above
             self.notes.add(f"undecodable_key:{code}")
         return [Typed(ch, t_ns) for ch in text]
 

@@ -99,7 +99,8 @@ def diagnose(
         out.append(f"no terminator: the read ended on the {idle_gap_ms} ms idle gap; program a CR suffix "
                    "on the scanner (or set terminator = \"none\" and tune idle_gap_ms)")
     worst = max_gap_ms(frame.gaps_ns)
-    if worst is not None and worst > 15:
+    # Wedge scanners measure 1–19 ms; above 20 ms the delay is a setting worth changing.
+    if worst is not None and worst > 20:
         out.append(f"inter-key gap {worst:.0f} ms: reduce the scanner's keystroke (intercharacter) delay")
     if worst is not None and worst > 0.7 * idle_gap_ms:
         out.append(f"inter-key gap {worst:.0f} ms is close to idle_gap_ms = {idle_gap_ms}: reads may split in two")
