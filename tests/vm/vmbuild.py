@@ -45,11 +45,14 @@ ROOT_MODULES = [
     # USB host side: xHCI, HID keyboards, FTDI usb-serial, CDC-ACM
     "xhci_pci", "usbhid", "hid_generic", "ftdi_sio", "cdc_acm",
     # USB device side inside the guest: dummy_hcd + g_serial give /dev/ttyACM0 <-> /dev/ttyGS0
-    "dummy_hcd", "libcomposite", "usb_f_acm", "g_serial",
+    "dummy_hcd", "libcomposite", "usb_f_acm", "g_serial", "usb_f_hid",
 ]
 
+# Parameters for insmod at boot: two dummy UDCs, one for g_serial, one for a configfs gadget.
+MODULE_PARAMS = {"dummy_hcd": "num=2"}
+
 # Modules loaded only when a scenario asks (so /dev/ttyACM0 appears when the test wants it).
-LATE_MODULES = {"usb_f_acm", "g_serial"}
+LATE_MODULES = {"usb_f_acm", "g_serial", "usb_f_hid"}
 
 INIT_SCRIPT = r"""#!/bin/sh
 # VM rig init: mount host root read-only over 9p + tmpfs overlay, run the guest driver, power off.
@@ -58,10 +61,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "vmrig: init at $(cut -d' ' -f1 /proc/uptime)s" > /dev/console
-for m in $(cat /modules.order); do
+while read m params; do
     case " $LATE_MODULES " in *" $m "*) continue;; esac
-    insmod /lib/vmrig/$m.ko || echo "vmrig: insmod $m failed" > /dev/console
-done
+    insmod /lib/vmrig/$m.ko $params || echo "vmrig: insmod $m failed" > /dev/console
+done < /modules.order
 mkdir -p /lower /rw /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro hostroot /lower || { echo "vmrig: 9p hostroot failed"; poweroff -f; }
 mount -t tmpfs -o size=512m tmpfs /rw
@@ -289,7 +292,7 @@ def build_initramfs(index: dict[str, Path], order: list[str], out: Path) -> Path
         raise BuildError(f"{BUSYBOX} is missing or not static (apt install busybox-static)")
     bb = Path(BUSYBOX).read_bytes()
     init = INIT_SCRIPT.replace("$LATE_MODULES", " ".join(m for m in order if m in LATE_MODULES))
-    key = hashlib.sha256(bb + init.encode() + "\n".join(str(index[m]) for m in order).encode()).hexdigest()[:16]
+    key = hashlib.sha256(bb + init.encode() + repr((MODULE_PARAMS, [str(index[m]) for m in order])).encode()).hexdigest()[:16]
     target = out.with_name(f"{out.name.removesuffix('.cpio.gz')}-{key}.cpio.gz")
     if target.exists():
         return target
@@ -303,7 +306,7 @@ def build_initramfs(index: dict[str, Path], order: list[str], out: Path) -> Path
         c.symlink(f"bin/{applet}", "busybox")
     for m in order:
         c.file(f"lib/vmrig/{m}.ko", index[m].read_bytes())
-    c.file("modules.order", ("\n".join(order) + "\n").encode())
+    c.file("modules.order", "".join(f"{m} {MODULE_PARAMS.get(m, '')}\n" for m in order).encode())
     c.file("init", init.encode(), 0o755)
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(c.finish(), compresslevel=1))
