@@ -19,6 +19,7 @@ from scannerd.sources.discovery import (
     auto_name,
     can_type_digits,
     describe,
+    list_descriptions,
     match_device,
 )
 
@@ -245,6 +246,7 @@ async def test_discovery_enumerates_then_follows_hotplug() -> None:
         input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61", device_links=[HONEYWELL_BY_ID]),
         input_node("event3", "Logitech USB Keyboard", "046d", "c31c", usb=None),
         FakeUdevDevice("tty", "/dev/tty1"),
+        input_node("mouse0", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61"),  # not an event node
     ]
     added: list[FoundDevice] = []
     removed: list[str] = []
@@ -278,6 +280,20 @@ async def test_discovery_enumerates_then_follows_hotplug() -> None:
     monitor.emit("add", input_node("event7", "Another Barcode Scanner", "1234", "0001"))
     await asyncio.sleep(0.02)
     assert len(added) == 3  # stopped: no more callbacks
+
+
+def test_list_descriptions_keeps_scanner_capable_nodes_only() -> None:
+    ctx = FakeContext([
+        input_node("event10", "Logitech USB Keyboard", "046d", "c31c"),
+        input_node("mouse0", "Logitech mouse", "046d", "c077"),
+        FakeUdevDevice("input", None),  # the inputN parent
+        FakeUdevDevice("tty", "/dev/tty1"),
+        FakeUdevDevice("tty", "/dev/ttyS0"),
+        FakeUdevDevice("tty", "/dev/ttyACM2", usb=USB_HONEYWELL),
+        FakeUdevDevice("tty", "/dev/ttyACM10", usb=USB_HONEYWELL),
+    ])
+    assert [d.devnode for d in list_descriptions(ctx)] == [
+        "/dev/input/event10", "/dev/ttyACM2", "/dev/ttyACM10", "/dev/ttyS0"]
 
 
 async def test_two_identical_scanners_on_one_config_entry_start_once() -> None:

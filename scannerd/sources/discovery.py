@@ -282,7 +282,12 @@ def list_descriptions(context: Any) -> list[DeviceDescription]:
     for subsystem in ("input", "tty"):
         for device in context.list_devices(subsystem=subsystem):
             desc = describe(device)
-            if desc is not None and (subsystem == "input" or _interesting_tty(desc)):
+            if desc is None:
+                continue
+            # Only nodes a scanner is read through: eventN, and ttys that can be a scanner port.
+            if (subsystem == "input" and os.path.basename(desc.devnode).startswith("event")) or (
+                subsystem == "tty" and _interesting_tty(desc)
+            ):
                 out.append(desc)
     return sorted(out, key=lambda d: (d.subsystem, _natural(d.devnode)))
 
