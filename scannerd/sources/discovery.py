@@ -122,9 +122,12 @@ def auto_name(desc: DeviceDescription) -> str:
     if not base:
         scanner_link = next((ln for ln in desc.links if "/scanner/" in ln), "")
         base = os.path.basename(scanner_link)
+    if not base and desc.vid:
+        # No udev links (no udevd): vid/pid/serial stay the same across a replug, the node number
+        # does not. Two identical serial-less scanners get "-2" from Discovery.
+        base = "-".join(p for p in (_transport_for(desc.subsystem), desc.vid, desc.pid, desc.serial) if p)
     if not base:
-        tail = desc.serial or os.path.basename(desc.devnode)
-        base = "-".join(p for p in (_transport_for(desc.subsystem), desc.vid, desc.pid, tail) if p)
+        base = f"{_transport_for(desc.subsystem)}-{os.path.basename(desc.devnode)}"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_") or "scanner"
     return name[:64]
 
