@@ -102,6 +102,7 @@ def test_resolve_uses_the_entry_settings() -> None:
         (WINDOW, "serial-1", DESCS, "transport 'serial'"),
         (WINDOW, "window-3", [BUILTIN], "not plugged in"),
         (WINDOW, "nothing", DESCS, "neither a device path nor a [[scanner]] name"),
+        (Config(), "/dev/ttyACM0", DESCS, "is a serial port"),
     ],
 )
 def test_resolve_errors(config: Config, arg: str | None, descs: list, message: str) -> None:  # type: ignore[type-arg]

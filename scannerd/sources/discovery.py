@@ -213,6 +213,8 @@ def resolve_device(config: Config, arg: str | None, descriptions: Iterable[Devic
         return f"[[scanner]] {arg!r} is not plugged in (no device matches it; see `scannerd devices`)"
     if arg.startswith("/"):
         real = os.path.realpath(arg)
+        if transport == "evdev" and os.path.basename(real).startswith("tty"):
+            return f"{arg} is a serial port: this command reads keyboard-wedge (evdev) input devices"
         for d in descs:
             if arg == d.devnode or real == d.devnode or arg in d.links:
                 r = match_device(config, d)
