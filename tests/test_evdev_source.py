@@ -248,3 +248,14 @@ async def test_shared_keyboard_is_not_grabbed_and_human_typing_is_not_emitted() 
 @pytest.mark.parametrize(("grab", "shared", "expected"), [(True, False, True), (False, False, False), (True, True, False)])
 def test_effective_grab(grab: bool, shared: bool, expected: bool) -> None:
     assert effective_grab(ScannerConfig(name="x", transport="evdev", grab=grab, shared_keyboard=shared)) is expected
+
+
+async def test_real_python_evdev_opener_on_a_non_input_node_is_an_error_state() -> None:
+    # The real adapter path without a kernel input device: python-evdev opens /dev/null, its
+    # EVIOCGID ioctl fails (ENOTTY), and the source reports an error instead of crashing.
+    states: list[DeviceStateEvent] = []
+    scanner = ScannerConfig(name="w1", transport="evdev", path="/dev/null")
+    src = EvdevWedgeSource(DeviceInfo("w1", "evdev", "outpatient", "window", "/dev/null"), FramingSpec(),
+                           lambda _: None, states.append, scanner)
+    await asyncio.wait_for(src.run(), 5)
+    assert [s.state for s in states] == ["error"] and "/dev/null" in states[0].reason
