@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,27 +21,12 @@ sys.path.insert(0, str(HERE))
 
 import vmbuild  # noqa: E402
 import vmqemu  # noqa: E402
+from vmcheck import missing_prerequisite, rig_unavailable  # noqa: E402
 
 REPO = HERE.parent.parent
 VM_TIMEOUT_S = float(os.environ.get("SCANNERD_VM_TIMEOUT", "170"))
 
 _summary: dict[str, Any] = {}
-
-
-def rig_unavailable(reason: str) -> None:
-    if os.environ.get("SCANNERD_REQUIRE_VM") == "1":
-        pytest.fail(f"VM rig required (SCANNERD_REQUIRE_VM=1) but cannot run: {reason}", pytrace=False)
-    pytest.skip(f"VM rig skipped: {reason}")
-
-
-def _missing_prerequisite() -> str | None:
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
-        return f"needs x86_64 Linux, this is {platform.system()} {platform.machine()}"
-    if shutil.which(vmqemu.QEMU) is None:
-        return f"{vmqemu.QEMU} not found (apt install qemu-system-x86)"
-    if not vmbuild.is_static_elf(vmbuild.BUSYBOX):
-        return f"{vmbuild.BUSYBOX} missing or not static (apt install busybox-static)"
-    return None
 
 
 GUEST_SH = """#!/bin/sh
@@ -55,7 +38,7 @@ exec /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/roo
 
 @pytest.fixture(scope="session")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> vmqemu.RunResult:
-    why = _missing_prerequisite()
+    why = missing_prerequisite()
     if why:
         rig_unavailable(why)
     t0 = time.monotonic()

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
+from vmcheck import missing_prerequisite, require_vm, rig_unavailable
 from vmqemu import RunResult
 
 pytestmark = pytest.mark.vm
+
+# One skip line for the whole rig. With SCANNERD_REQUIRE_VM=1 the tests stay and each fails in
+# the `vm` fixture instead (a collection error would stop the rest of the suite from running).
+if (_why := missing_prerequisite()) is not None and not require_vm():
+    rig_unavailable(_why, module_level=True)
 
 BOOT_TO_TEST_BUDGET_S = 10.0
 
