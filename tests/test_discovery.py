@@ -48,6 +48,8 @@ KEYBOARD_BEHIND_SCANNER_VENDOR = DeviceDescription("input", "/dev/input/event4",
                                                    (), True, udev_scanner=False)
 LOCAL_RULE = DeviceDescription("input", "/dev/input/event8", "USB Keyboard", "1a86", "7523", "usb",
                                ("/dev/scanner/ch340-port-1-1.4-event-if00",), True, udev_scanner=True)
+CH340_KEYBOARD = DeviceDescription("input", "/dev/input/event11", "USB Keyboard", "1a86", "e026", "usb", (), True)
+CH340_TTY = DeviceDescription("tty", "/dev/ttyUSB1", "QinHeng CH340", "1a86", "7523", "usb", (), False)
 
 AUTO = Config()
 EXTRA = Config(discovery=DiscoveryConfig(extra_vendor_ids=("1a86",)))
@@ -79,7 +81,12 @@ WINDOW3 = cfg({"name": "window-3", "transport": "evdev", "usb": "0c2e:0b61"})
         (AUTO, MOUSE_NODE, "ignored", "not an event device"),
         (AUTO, FTDI, "ignored", "not a known scanner vendor"),
         (AUTO, TTYS0, "ignored", "not a USB serial port"),
-        (EXTRA, GENERIC_SCANNER, "auto", "extra_vendor_ids"),
+        # extra_vendor_ids admit serial ports; a keyboard of that vendor stays untouched unless
+        # its name says scanner or a udev local rule tags it.
+        (EXTRA, GENERIC_SCANNER, "auto", "says scanner/barcode"),
+        (EXTRA, CH340_KEYBOARD, "ignored", "extra_vendor_ids, which admits serial ports only"),
+        (EXTRA, CH340_TTY, "auto", "extra_vendor_ids"),
+        (AUTO, CH340_TTY, "ignored", "not a known scanner vendor"),
         (EXTRA, LOCAL_RULE, "auto", "SCANNERD=1"),
         (OFF, HONEYWELL, "ignored", "auto = false"),
         # Config entries.

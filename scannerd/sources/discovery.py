@@ -6,8 +6,10 @@ match_device() is pure and decides, for one device description, between:
   a composite scanner. `path` and `by_id` compare with the node and its udev links.
 - "auto": no [[scanner]] entries at all and [discovery] auto = true, and the device is a known
   scanner: nearest-USB vendor in the list (Honeywell 0c2e, Zebra 05e0, Datalogic 05f9, Newland
-  1eab, plus extra_vendor_ids), tagged SCANNERD=1 by our udev rules (a site's local rule can add
-  a vendor:product there), or an input device whose name says scanner/barcode.
+  1eab: vendors that make nothing but scanners), tagged SCANNERD=1 by our udev rules (a site's
+  local rule can add a vendor:product there), an input device whose name says scanner/barcode,
+  or a USB serial port of a vendor in extra_vendor_ids (those are chip makers: their keyboards
+  are not taken).
 - "ignored", with the reason (shown by `scannerd devices`). A keyboard that is none of the above
   is never grabbed: taking a cashier's keyboard away is worse than missing a scanner.
 
@@ -133,12 +135,14 @@ def auto_name(desc: DeviceDescription) -> str:
 
 
 def _auto_reason(config: Config, desc: DeviceDescription) -> str | None:
-    vendors = dict(KNOWN_SCANNER_VENDORS)
-    vendors.update({v: f"vendor {v} ([discovery] extra_vendor_ids)" for v in config.discovery.extra_vendor_ids})
     if desc.udev_scanner:
         return "tagged SCANNERD=1 by the scannerd udev rules"
-    if desc.bus == "usb" and desc.vid in vendors:
-        return f"known scanner vendor {vendors[desc.vid]} ({desc.vid})"
+    if desc.bus == "usb" and desc.vid in KNOWN_SCANNER_VENDORS:
+        return f"known scanner vendor {KNOWN_SCANNER_VENDORS[desc.vid]} ({desc.vid})"
+    # extra_vendor_ids are chip makers too (CH340 1a86 also ends up in keyboards): they admit
+    # serial ports only; a keyboard of theirs needs a [[scanner]] entry or a udev local rule.
+    if desc.subsystem == "tty" and desc.bus == "usb" and desc.vid in config.discovery.extra_vendor_ids:
+        return f"vendor {desc.vid} ([discovery] extra_vendor_ids)"
     if desc.subsystem == "input" and SCANNER_NAME.search(desc.name):
         return f"input device named {desc.name!r} (says scanner/barcode)"
     return None
@@ -173,8 +177,12 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
         if desc.subsystem == "input":
             bus = desc.bus or "unknown bus"
             vendor = f"vendor {desc.vid}" if desc.vid else bus
-            return MatchResult("ignored", f"keyboard ({vendor}, not a known scanner vendor, name has no "
-                                          "scanner/barcode): never auto-grabbed; add a [[scanner]] entry to use it")
+            if desc.vid in config.discovery.extra_vendor_ids:
+                vendor += " from extra_vendor_ids, which admits serial ports only"
+            else:
+                vendor += ", not a known scanner vendor"
+            return MatchResult("ignored", f"keyboard ({vendor}, name has no scanner/barcode): never auto-grabbed; "
+                                          "add a [[scanner]] entry to use it")
         return MatchResult("ignored", f"serial port of vendor {desc.vid or '?'} (not a known scanner vendor): "
                                       "add a [[scanner]] entry with path or by_id to use it")
     if not config.discovery.auto:
