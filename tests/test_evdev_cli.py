@@ -98,3 +98,13 @@ async def test_shared_keyboard_shows_human_bursts_as_not_emitted(capsys: pytest.
 def test_timing_line_without_gaps() -> None:
     f = Frame("d", "1", None, 5, 5, 5, (), "idle")
     assert timing_line(f) == "1 chars, 0.0 ms, - chars/s, max gap -, ended by idle"
+
+
+async def test_busy_device_says_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    dev = FakeInputDevice()
+    dev.fail_grab = OSError(errno.EBUSY, "Device or resource busy")
+    rc = await _test(Config(), SCANNER, args(), opener=lambda _p: dev)
+    out = capsys.readouterr().out
+    assert rc == 1 and "is the scannerd service running?" in out

@@ -126,6 +126,9 @@ class _Tester:
             print(f"{self.scanner.path}: open, {grab}, layout {self.scanner.layout}; scan a code (Ctrl-C to stop)")
         else:
             print(f"{self.scanner.path}: {ev.state} {ev.reason}".rstrip())
+            if "busy" in ev.reason.lower():
+                print("   ! another program holds the grab: is the scannerd service running? "
+                      "Stop it for the test, or use --no-grab to watch alongside it")
 
 
 def timing_line(frame: Frame) -> str:
