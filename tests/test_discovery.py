@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scannerd.config import Config, DiscoveryConfig, ScannerConfig, parse_config
+from scannerd.config import Config, DiscoveryConfig, parse_config
 from scannerd.sources.discovery import (
     DeviceDescription,
     Discovery,

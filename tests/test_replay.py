@@ -22,7 +22,6 @@ from scannerd.sources.recording import (
     RecordingError,
     event_line,
     parse_recording,
-    read_recording,
     replay,
     write_recording,
 )
