@@ -259,3 +259,21 @@ async def test_real_python_evdev_opener_on_a_non_input_node_is_an_error_state() 
                            lambda _: None, states.append, scanner)
     await asyncio.wait_for(src.run(), 5)
     assert [s.state for s in states] == ["error"] and "/dev/null" in states[0].reason
+
+
+async def test_other_read_errors_end_in_an_error_state() -> None:
+    h = Harness(spec=FramingSpec(idle_gap_ms=5000))
+    task = asyncio.create_task(h.source.run())
+    await h.until(lambda: h.states)
+    h.dev.push(fixture_events("cut_mid_scan.jsonl"))
+    await asyncio.sleep(0.02)
+
+    def broken() -> Iterator[InputEvent]:
+        raise OSError(errno.EIO, "Input/output error")
+        yield  # a generator, like evdev's read()
+
+    h.dev.read = broken  # type: ignore[method-assign]
+    os.write(h.dev._w, b"x")  # noqa: SLF001 - wake the reader
+    await asyncio.wait_for(task, 2)
+    assert [(i.reason) for i in h.items if isinstance(i, Rejected)] == ["read_error"]
+    assert h.states[-1].state == "error" and "Input/output error" in h.states[-1].reason

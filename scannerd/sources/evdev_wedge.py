@@ -225,8 +225,9 @@ class EvdevWedgeSource(Source):
                 reason = await gone
             finally:
                 loop.remove_reader(fd)
-            self.input.abort("device_removed")
-            self.set_state("absent", reason)
+            removed = reason in ("device_removed", "eof")
+            self.input.abort("device_removed" if removed else "read_error")
+            self.set_state("absent" if removed else "error", reason)
         finally:
             self.input.close()
             if grabbed:
