@@ -4,7 +4,7 @@
 
 Steps (see ../../../shared/VMRIG.md for why each is done this way):
   1. `apt-get download linux-image-<ver>` into the cache dir (never installed on the host),
-     `dpkg -x` it there.
+     `dpkg -x` it there (temporarily: only the vmlinux and the needed modules are kept).
   2. Pull the PVH-bootable vmlinux (ELF) out of the bzImage: it is the xz payload after the
      `FD 37 7A 58 5A 00` magic; booting it directly saves ~3 s under TCG.
   3. Collect the needed modules in dependency order, read from each module's `.modinfo`
@@ -18,6 +18,7 @@ Cache dir: $SCANNERD_VM_CACHE or ~/.cache/scannerd-vm. Kernel: $SCANNERD_VM_KERN
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -128,26 +129,48 @@ def kernel_version() -> str:
     raise BuildError("cannot tell which linux-image to use: no apt index (apt-get update) and nothing cached; set SCANNERD_VM_KERNEL")
 
 
-def fetch_kernel(version: str) -> Path:
-    """Return the dpkg -x tree of linux-image-<version>, downloading the .deb if needed."""
+def download_kernel(version: str) -> Path:
+    """The cached linux-image-<version> .deb, fetched with `apt-get download` when missing."""
     cache = cache_dir()
-    tree = cache / f"linux-image-{version}"
-    if (tree / ".complete").exists():
-        return tree
     pkg = f"linux-image-{version}"
     debs = sorted(cache.glob(f"{pkg}_*.deb"))
     if not debs:
-        r = subprocess.run(["apt-get", "download", pkg], cwd=cache, capture_output=True, text=True, timeout=600)
+        try:
+            r = subprocess.run(["apt-get", "download", pkg], cwd=cache, capture_output=True, text=True, timeout=600)
+            err = r.stderr.strip()[-400:]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            err = str(e)
         debs = sorted(cache.glob(f"{pkg}_*.deb"))
         if not debs:
-            raise BuildError(f"apt-get download {pkg} failed: {r.stderr.strip()[-400:]}")
-    tmp = cache / f".{pkg}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["dpkg", "-x", str(debs[-1]), str(tmp)], check=True, timeout=600)
-    shutil.rmtree(tree, ignore_errors=True)
-    tmp.rename(tree)
-    (tree / ".complete").write_text(debs[-1].name + "\n")
-    return tree
+            raise BuildError(f"apt-get download {pkg} failed (apt-get update first?): {err}")
+    return debs[-1]
+
+
+def prepare_kernel(version: str) -> tuple[Path, dict[str, Path]]:
+    """(vmlinux, module index) from the cache; on a miss, unpack the .deb (dpkg -x), extract the
+    vmlinux, keep only the modules the guest needs (~3 MB of the 400 MB tree), drop the rest."""
+    cache = cache_dir()
+    vmlinux = cache / f"vmlinux-{version}"
+    mods = cache / f"modules-{version}"
+    stamp = mods / ".roots"
+    want = " ".join(ROOT_MODULES)
+    if not (vmlinux.exists() and stamp.exists() and stamp.read_text() == want):
+        deb = download_kernel(version)
+        tmp = cache / f".unpack-{version}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            subprocess.run(["dpkg", "-x", str(deb), str(tmp)], check=True, timeout=600)
+            extract_vmlinux(tmp / "boot" / f"vmlinuz-{version}", vmlinux)
+            index = module_index(tmp)
+            order = module_order(index, ROOT_MODULES)
+            shutil.rmtree(mods, ignore_errors=True)
+            mods.mkdir()
+            for m in order:
+                shutil.copyfile(index[m], mods / f"{m}.ko")
+            stamp.write_text(want)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return vmlinux, {p.name[:-3]: p for p in mods.glob("*.ko")}
 
 
 def extract_vmlinux(bzimage: Path, out: Path) -> Path:
@@ -311,17 +334,19 @@ def build_initramfs(index: dict[str, Path], order: list[str], out: Path) -> Path
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(c.finish(), compresslevel=1))
     tmp.rename(target)
+    for stale in target.parent.glob(out.name.removesuffix(".cpio.gz") + "-*.cpio.gz"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 
 def build() -> Guest:
     version = kernel_version()
-    tree = fetch_kernel(version)
-    cache = cache_dir()
-    vmlinux = extract_vmlinux(tree / "boot" / f"vmlinuz-{version}", cache / f"vmlinux-{version}")
-    index = module_index(tree)
-    order = module_order(index, ROOT_MODULES)
-    initrd = build_initramfs(index, order, cache / f"initramfs-{version}.cpio.gz")
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions sharing a cache build one after the other
+        vmlinux, index = prepare_kernel(version)
+        order = module_order(index, ROOT_MODULES)
+        initrd = build_initramfs(index, order, cache_dir() / f"initramfs-{version}.cpio.gz")
     return Guest(kernel=vmlinux, initrd=initrd, version=version, modules=tuple(order))
 
 
