@@ -243,15 +243,28 @@ class Daemon:
     def _on_device_added(self, found: Any) -> None:
         scanner: ScannerConfig = found.scanner
         running = self.running.get(scanner.name)
-        if running is not None:
-            if isinstance(running.source, SerialSource):
-                running.source.poke()
+        if running is None:
+            self._start_source(scanner, found.devnode)
             return
-        self._start_source(scanner, found.devnode)
+        if isinstance(running.source, SerialSource) and not running.source.present:
+            if scanner.path or running.source.device.path == found.devnode:
+                running.source.poke()  # same node (or a configured link): reopen now
+            else:
+                # Back under another node (ttyACM0 → ttyACM1): follow it.
+                self._spawn(self._restart_source(scanner, found.devnode))
+
+    async def _restart_source(self, scanner: ScannerConfig, devnode: str) -> None:
+        await self._stop_source(scanner.name)
+        self._start_source(scanner, devnode)
 
     def _on_device_removed(self, devnode: str) -> None:
-        # Sources see their own device vanish (ENODEV / EIO) and report it; nothing to do here.
-        log.debug("device_removed", devnode=devnode)
+        # Sources normally see their own device vanish first (ENODEV / EIO). An evdev source
+        # still holding a removed node is stopped here so its name is free for the replug.
+        for name, running in list(self.running.items()):
+            if running.scanner.transport == "evdev" and running.source.device.path == devnode:
+                running.source.input.abort("device_removed")
+                running.source.set_state("absent", "removed")
+                self._spawn(self._stop_source(name))
 
     # --- reload ---------------------------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""Daemon wiring for hotplug: what discovery reports starts, follows and stops sources."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import termios
+import tty
+from pathlib import Path
+
+from helpers import wechat_code
+from scannerd.config import Config, ScannerConfig, SocketConfig
+from scannerd.model import Event, ScanEvent
+from scannerd.service import Daemon
+from scannerd.sources.discovery import FoundDevice
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def deliver(self, event: Event) -> None:
+        self.events.put_nowait(event)
+
+    async def next(self, kind: type, timeout: float = 5) -> Event:
+        while True:
+            e = await asyncio.wait_for(self.events.get(), timeout)
+            if isinstance(e, kind):
+                return e
+
+
+def open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(master, when=termios.TCSANOW)
+    return master, slave, os.ttyname(slave)
+
+
+def found(devnode: str) -> FoundDevice:
+    scanner = ScannerConfig(name="serial-0c2e-0b61", transport="serial")  # auto-detected: no path
+    return FoundDevice("tty", devnode, "Honeywell", "0c2e", "0b61", "", scanner)
+
+
+async def test_auto_detected_serial_scanner_follows_its_new_node_after_replug(tmp_path: Path) -> None:
+    daemon = Daemon(Config(socket=SocketConfig(path=str(tmp_path / "s.sock"))))
+    sink = Collect()
+    daemon.pipeline.set_sinks([sink])
+    m1, s1, node1 = open_pty()
+    daemon._on_device_added(found(node1))
+    await asyncio.sleep(0.2)
+    assert daemon.running["serial-0c2e-0b61"].source.present
+    os.close(s1)
+
+    m2, s2, node2 = open_pty()  # opened before the first closes: a different node, like ttyACM1
+    assert node2 != node1
+    os.close(m1)  # unplug
+    for _ in range(100):
+        if not daemon.running["serial-0c2e-0b61"].source.present:
+            break
+        await asyncio.sleep(0.02)
+    daemon._on_device_added(found(node2))  # udev: the scanner is back under another node
+    for _ in range(100):
+        r = daemon.running.get("serial-0c2e-0b61")
+        if r is not None and r.source.present and r.source.device.path == node2:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("source did not follow the scanner to its new node")
+    os.close(s2)
+    code = wechat_code()
+    os.write(m2, f"{code}\r".encode())
+    event = await sink.next(ScanEvent)
+    assert isinstance(event, ScanEvent) and event.code == code and event.device.path == node2
+    for name in list(daemon.running):
+        await daemon._stop_source(name)
+    os.close(m2)
+
+
+async def test_second_add_for_a_present_device_does_not_start_another_source(tmp_path: Path) -> None:
+    daemon = Daemon(Config(socket=SocketConfig(path=str(tmp_path / "s.sock"))))
+    daemon.pipeline.set_sinks([Collect()])
+    master, slave, node = open_pty()
+    daemon._on_device_added(found(node))
+    await asyncio.sleep(0.1)
+    first = daemon.running["serial-0c2e-0b61"].source
+    daemon._on_device_added(found(node))
+    await asyncio.sleep(0.1)
+    assert daemon.running["serial-0c2e-0b61"].source is first
+    await daemon._stop_source("serial-0c2e-0b61")
+    os.close(master)
+    os.close(slave)
