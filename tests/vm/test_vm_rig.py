@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from vmcheck import missing_prerequisite, require_vm, rig_unavailable
 from vmqemu import RunResult
 
@@ -226,12 +225,11 @@ def test_plain_keyboard_never_grabbed_nor_emitted(vm: RunResult) -> None:
     assert r["events"] == [], "typing on a plain keyboard was emitted"
 
 
-def test_auto_detected_scanner_unplug_mid_scan_then_replug(vm: RunResult) -> None:
+def test_auto_detected_scanner_unplug_then_replug(vm: RunResult) -> None:
     r = result(vm, "auto_uinput_unplug_replug")
     assert r["daemon_opened"] and r["node_gone"]
-    assert scans(r["events_unplug"]) == []
-    assert [e["reason"] for e in rejects(r["events_unplug"])] == ["device_removed"]
-    assert r["partial"] not in str(r["events_unplug"])
+    assert r["daemon_released_node"], "the daemon kept the removed node open"
+    assert r["events_unplug"] == [], r
     assert r["daemon_alive"]
     assert r["daemon_reopened"] and r["open_after_plug_s"] <= 1.0, r.get("open_after_plug_s")
     assert channels(r["events_replug"]) == [("wechat", "payment", r["after"])]

@@ -116,7 +116,8 @@ def kernel_version() -> str:
     if env:
         return env.removeprefix("linux-image-")
     try:
-        out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, timeout=60,
+                             check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         out = ""
     m = re.search(r"Depends:\s*linux-image-(\d\S*-amd64)\b", out)
@@ -136,7 +137,8 @@ def download_kernel(version: str) -> Path:
     debs = sorted(cache.glob(f"{pkg}_*.deb"))
     if not debs:
         try:
-            r = subprocess.run(["apt-get", "download", pkg], cwd=cache, capture_output=True, text=True, timeout=600)
+            r = subprocess.run(["apt-get", "download", pkg], cwd=cache, capture_output=True, text=True, timeout=600,
+                               check=False)
             err = r.stderr.strip()[-400:]
         except (OSError, subprocess.TimeoutExpired) as e:
             err = str(e)

@@ -7,7 +7,6 @@ import platform
 import shutil
 
 import pytest
-
 import vmbuild
 import vmqemu
 

@@ -25,13 +25,11 @@ import os
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import termios
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,9 +154,7 @@ def evdev_nodes() -> list[dict[str, Any]]:
     """Input devices as sysfs describes them (no python-evdev import: it costs ~1.5 s here)."""
     out = []
     for ev in sorted(glob.glob("/sys/class/input/event*")):
-        base = Path(ev) / "device"
-
-        def read(name: str) -> str:
+        def read(name: str, base: Path = Path(ev) / "device") -> str:
             try:
                 return (base / name).read_text().strip()
             except OSError:
@@ -210,7 +206,7 @@ class Daemon:
         cfg.parent.mkdir(parents=True, exist_ok=True)
         cfg.write_text(config)
         (RESULTS / f"daemon-{name}.toml").write_text(config)
-        self.logf = open(RESULTS / f"daemon-{name}.log", "wb")
+        self.logf = open(RESULTS / f"daemon-{name}.log", "wb")  # noqa: SIM115 - open for the daemon's life
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO),
                "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         self.t_start = time.monotonic()
@@ -218,7 +214,7 @@ class Daemon:
                                      stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         self.started_s: float | None = None
 
-    def wait_socket(self, timeout: float = 30.0) -> "Client":
+    def wait_socket(self, timeout: float = 30.0) -> Client:
         def try_connect() -> Client | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scannerd exited with {self.proc.returncode} before its socket came up: {self.log_tail()}")

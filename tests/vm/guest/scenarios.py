@@ -18,21 +18,39 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import (  # noqa: E402
-    PLAN, REPO, RESULTS, SOCK, T0, Client, Daemon, Host, alipay, evdev_nodes, find_evdev, holds_open,
-    load_module, log, set_raw, slim, unionpay, uptime, wait_until, wechat,
+from rig import (
+    PLAN,
+    REPO,
+    RESULTS,
+    SOCK,
+    T0,
+    Client,
+    Daemon,
+    Host,
+    alipay,
+    evdev_nodes,
+    find_evdev,
+    holds_open,
+    load_module,
+    log,
+    set_raw,
+    slim,
+    unionpay,
+    uptime,
+    wait_until,
+    wechat,
 )
 
 Result = dict[str, Any]
-SCENARIOS: list[tuple[str, tuple[str, ...], Callable[["Run"], Result]]] = []
+SCENARIOS: list[tuple[str, tuple[str, ...], Callable[[Run], Result]]] = []
 
 SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
 
 USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
 
 
-def scenario(name: str, requires: tuple[str, ...] = ()) -> Callable[[Callable[["Run"], Result]], Callable[["Run"], Result]]:
-    def deco(fn: Callable[["Run"], Result]) -> Callable[["Run"], Result]:
+def scenario(name: str, requires: tuple[str, ...] = ()) -> Callable[[Callable[[Run], Result]], Callable[[Run], Result]]:
+    def deco(fn: Callable[[Run], Result]) -> Callable[[Run], Result]:
         SCENARIOS.append((name, requires, fn))
         return fn
     return deco
@@ -46,6 +64,11 @@ class Run:
         self.results: dict[str, Any] = {}
         self.daemon: Daemon | None = None
         self.client: Client | None = None
+        # Devices that outlive one scenario (later ones build on them).
+        self.honeywell: Any = None  # uinput scanner of the explicit-config evdev group
+        self.kbd_unplugged = False  # the QEMU usb-kbd is unplugged (device_del) right now
+        self.auto_scanner: Any = None  # uinput scanner plugged under auto-detection
+        self.gadget_udc: str | None = None  # the UDC the HID gadget scanner is bound to
 
     def save(self) -> None:
         tmp = RESULTS / "results.json.tmp"
@@ -370,7 +393,7 @@ idle_gap_ms = 2000
 
 def evdev_daemon(run: Run) -> tuple[Daemon, Client, Any, str, str]:
     """The explicit-path evdev daemon, with the uinput Honeywell scanner it reads."""
-    if getattr(run, "honeywell", None) is None:
+    if run.honeywell is None:
         run.honeywell = make_uinput(HONEYWELL)
     node = uinput_node(run.honeywell)
     kbd = find_evdev(USB_KBD_NAME, 10)
@@ -486,10 +509,11 @@ def evdev_usb_kbd_unplug_mid_scan(run: Run) -> Result:
 def evdev_usb_kbd_replug(run: Run) -> Result:
     """QMP device_add of the usb-kbd unplugged above (same port): discovery sees it, the daemon
     opens and grabs it within 1 s of the node appearing, and typed codes flow again."""
-    if not getattr(run, "kbd_unplugged", False):
+    if not run.kbd_unplugged:
         raise RuntimeError("runs after evdev_usb_kbd_unplug_mid_scan, which did not unplug the usb-kbd")
-    daemon, client, _, _, _ = run.daemon, run.client, None, None, None
-    assert daemon is not None and client is not None
+    daemon, client = run.daemon, run.client
+    if daemon is None or client is None:
+        raise RuntimeError("runs after evdev_usb_kbd_unplug_mid_scan, with its daemon")
     res: Result = {}
     t = time.monotonic()
     run.host.call("device_add", device="kbd0")
@@ -527,7 +551,7 @@ auto = true
 
 
 def auto_daemon(run: Run) -> tuple[Daemon, Client]:
-    if getattr(run, "honeywell", None) is not None:
+    if run.honeywell is not None:
         run.honeywell.close()  # the explicit group's scanner: each auto scenario plugs its own
         run.honeywell = None
     return run.start_daemon("auto", AUTO_CONFIG)
@@ -600,22 +624,23 @@ def auto_plain_keyboard_ignored(run: Run) -> Result:
 
 @scenario("auto_uinput_unplug_replug", EVDEV_SOURCE)
 def auto_uinput_unplug_replug(run: Run) -> Result:
-    """The auto-detected scanner vanishes mid-scan (uinput device destroyed): a device_removed
-    reject; plugged again: opened within 1 s and scans flow, same daemon."""
+    """The auto-detected scanner vanishes (uinput device destroyed) and comes back: nothing
+    spurious is emitted, it is opened again within 1 s and scans flow, same daemon.
+
+    Not mid-scan: an auto-detected device has the default 50 ms idle-gap safety net, which under
+    emulation completes a half scan before the removal is seen; unplug mid-scan is covered by
+    the usb-kbd and usb-serial scenarios, whose config sets a long idle gap."""
     daemon, client = auto_daemon(run)
-    ui = getattr(run, "auto_scanner", None)
+    ui = run.auto_scanner
     if ui is None:
         raise RuntimeError("runs after auto_uinput_scanner_hotplug")
     node = uinput_node(ui)
     res: Result = {"daemon_opened": daemon.holds(node, 5)}
     m = client.mark()
-    partial = unionpay(101)[:10]
-    res["partial"] = partial
-    uinput_type(ui, partial)
     ui.close()  # the kernel removes the device: the daemon's fd gets ENODEV
     run.auto_scanner = None
     res["node_gone"] = bool(wait_until(lambda: not os.path.exists(node), 5))
-    client.wait_reject(m, 3)
+    res["daemon_released_node"] = bool(wait_until(lambda: not holds_open(daemon.proc.pid, node), 5))
     time.sleep(0.3)
     res["events_unplug"] = slim(client.since(m))
     res["daemon_alive"] = daemon.proc.poll() is None
@@ -786,7 +811,7 @@ def udev_rules_and_hotplug(run: Run) -> Result:
     after an unplug/replug and its codes flow."""
     import grp
 
-    udc = getattr(run, "gadget_udc", None)
+    udc = run.gadget_udc
     if udc is None:
         raise RuntimeError("runs after auto_usb_hid_gadget_scanner")
     run.stop_daemon()
@@ -801,12 +826,12 @@ def udev_rules_and_hotplug(run: Run) -> Result:
     Path("/etc/udev/rules.d/70-scannerd.rules").write_bytes((REPO / "udev/70-scannerd.rules").read_bytes())
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SYSTEMD_IGNORE_CHROOT": "1", "SYSTEMD_LOG_LEVEL": "warning"}
     t = time.monotonic()
-    udevd_log = open(RESULTS / "udevd.log", "wb")
-    subprocess.run([UDEVD, "--daemon"], env=env, stdout=udevd_log, stderr=subprocess.STDOUT, timeout=20, check=True)
+    with open(RESULTS / "udevd.log", "wb") as udevd_log:
+        subprocess.run([UDEVD, "--daemon"], env=env, stdout=udevd_log, stderr=subprocess.STDOUT, timeout=20, check=True)
     res["udevd_up"] = bool(wait_until(lambda: os.path.exists("/run/udev/control"), 10))
     subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=input", "--subsystem-match=tty",
-                    "--subsystem-match=usb"], env=env, timeout=30)
-    subprocess.run(["udevadm", "settle", "--timeout=30"], env=env, timeout=40)
+                    "--subsystem-match=usb"], env=env, timeout=30, check=False)
+    subprocess.run(["udevadm", "settle", "--timeout=30"], env=env, timeout=40, check=False)
     res["udev_ready_s"] = round(time.monotonic() - t, 2)
     node = find_gadget_node(5)
     res["scanner_node"] = node
