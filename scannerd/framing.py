@@ -113,6 +113,9 @@ class Framer:
         self.spec = spec
         self._buf: list[str] = []
         self._times: list[int] = []
+        # After a runaway read is rejected, the rest of that read (up to its terminator or an
+        # idle gap) is discarded too: its tail must never pass for a code of its own.
+        self._discarding = False
 
     @property
     def pending(self) -> bool:
@@ -137,6 +140,17 @@ class Framer:
         deadline = self.deadline_ns()
         if deadline is not None and t_ns > deadline:
             out.extend(self._complete(t_ns, "idle", deadline))
+        if self._discarding:
+            if deadline is not None and t_ns > deadline:
+                self._discarding = False  # an idle gap: a new read starts with this character
+            else:
+                self._times[-1:] = [t_ns]  # keep only the time, for the idle gap
+                term = self.spec.terminator
+                if term is not None and term.endswith(ch):
+                    self._discarding = False
+                    self._buf.clear()
+                    self._times.clear()
+                return out
         self._buf.append(ch)
         self._times.append(t_ns)
         term = self.spec.terminator
@@ -148,6 +162,8 @@ class Framer:
         elif len(self._buf) > self.spec.max_length + 64:
             # Runaway input (a stuck key, line noise): reject now instead of growing without end.
             out.append(self._reject("too_long", t_ns))
+            self._discarding = True
+            self._times = [t_ns]
         return out
 
     def flush(self, now_ns: int) -> list[Frame | Rejected]:
@@ -155,10 +171,18 @@ class Framer:
         deadline = self.deadline_ns()
         if deadline is None or now_ns < deadline:
             return []
+        if self._discarding:
+            self._discarding = False
+            self._buf.clear()
+            self._times.clear()
+            return []
         return self._complete(now_ns, "idle", now_ns)
 
     def abort(self, reason: str, now_ns: int) -> list[Rejected]:
         """Drop a partial frame (device removed, events lost): it becomes a reject."""
+        if self._discarding:
+            self._discarding = False
+            self._times.clear()
         if not self._buf:
             return []
         return [self._reject(reason, now_ns)]

@@ -22,7 +22,6 @@ from .model import (
     DeviceStateEvent,
     Event,
     Frame,
-    Kind,
     RejectEvent,
     Rejected,
     ScanEvent,
@@ -111,6 +110,9 @@ class Pipeline:
     def arm(self, device: str, ttl_s: float | None) -> None:
         deadline = None if ttl_s is None else self.clock() + int(ttl_s * 1e9)
         self._arming[device] = _Arming(deadline)
+        # A read refused while disarmed must not count as "seen": the patient's phone is often
+        # still in front of the scan window when the payment page appears.
+        self._recent.pop(device, None)
 
     def disarm(self, device: str) -> None:
         self._arming.pop(device, None)
@@ -158,7 +160,8 @@ class Pipeline:
             return None
         if not self.is_armed(device):
             return self._reject(device.name, "not_armed", frame.text)
-        ttl_s = self.policy.payment_ttl_s if c.kind == Kind.PAYMENT.value else self.policy.other_ttl_s
+        # 医保码 are short-lived bearer credentials too: they get the payment TTL.
+        ttl_s = self.policy.payment_ttl_s if c.sensitive else self.policy.other_ttl_s
         event = ScanEvent(
             id=new_event_id(),
             ts=wall_clock_iso(),

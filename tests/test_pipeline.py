@@ -107,6 +107,24 @@ def test_kiosk_scans_only_while_armed() -> None:
     assert isinstance(p.submit(KIOSK, frame(wechat_code(), clock.now, device="kiosk-1")), RejectEvent)
 
 
+def test_a_read_refused_before_arming_does_not_swallow_the_scan_after_arming() -> None:
+    p, sink, clock = make()
+    code = wechat_code()
+    assert isinstance(p.submit(KIOSK, frame(code, clock.now, device="kiosk-1")), RejectEvent)
+    # A presentation scanner re-reading the phone: no flood of rejects.
+    assert p.submit(KIOSK, frame(code, clock.now + 100 * MS, device="kiosk-1")) is None
+    p.arm("kiosk-1", ttl_s=60)
+    event = p.submit(KIOSK, frame(code, clock.now + 800 * MS, device="kiosk-1"))
+    assert isinstance(event, ScanEvent) and event.code == code
+
+
+def test_medical_insurance_codes_get_the_payment_ttl() -> None:
+    p, sink, clock = make(PolicyConfig(payment_ttl_s=60, other_ttl_s=3600))
+    event = p.submit(WINDOW, frame("QWERTYUIOPASDFGHJKLZXCVBNM1234567890ABCD", clock.now, symbology="qr"))
+    assert isinstance(event, ScanEvent) and event.classification.kind == "medical_insurance"
+    assert event.expires_ns == clock.now + 60 * 10**9
+
+
 def test_source_rejects_pass_through_masked() -> None:
     p, sink, clock = make()
     code = wechat_code()

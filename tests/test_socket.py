@@ -180,3 +180,49 @@ async def test_regular_file_at_socket_path_is_not_deleted(tmp_path: Path) -> Non
     with pytest.raises(SocketInUse, match="not a socket"):
         await s.start()
     assert path.read_text() == "important"
+
+
+async def test_a_control_client_never_takes_queued_scans(sink: SocketSink) -> None:
+    sink.deliver(scan("134567890123450003", ttl_s=30))
+    cli = await AClient.connect(sink.config.path)
+    assert (await cli.command({"cmd": "status"}))["ok"]  # `scannerd status` while the HIS is away
+    await asyncio.sleep(0.3)
+    assert sink.status()["queued"] == 1
+    his = await AClient.connect(sink.config.path)  # the HIS reconnects and gets it
+    msg = await his.next()
+    assert msg["code"] == "134567890123450003"
+    assert sink.status()["queued"] == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await cli.next(timeout=0.3)
+
+
+async def test_subscribe_takes_only_its_devices_queued_scans(sink: SocketSink) -> None:
+    kiosk = DeviceInfo("kiosk-2", "evdev", "outpatient", "kiosk")
+    sink.deliver(scan("134567890123450004", ttl_s=30))
+    sink.deliver(scan("250000000000000005", ttl_s=30, device=kiosk))
+    c = await AClient.connect(sink.config.path)
+    c.writer.write(b'{"cmd":"subscribe","devices":["kiosk-2"]}\n')
+    first = await c.next()
+    second = await c.next()
+    got = {m["type"]: m for m in (first, second)}
+    assert got["scan"]["device"] == "kiosk-2" and got["reply"]["ok"]
+    assert sink.status()["queued"] == 1  # window-1's scan still waits for its own HIS
+
+
+async def test_a_scan_no_client_could_take_is_queued_not_counted_delivered(sink: SocketSink) -> None:
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(sink.config.path)
+    await asyncio.sleep(0.3)  # past the handover: it is a subscriber
+    delivered_before = None
+    for i in range(5000):
+        delivered_before = sink.metrics.value("scannerd_delivered_total", {"sink": "socket"})
+        sink.deliver(scan(f"1345678901234{i:05d}"))
+        await asyncio.sleep(0)
+        if sink.status()["clients"] == 0:
+            break
+    assert sink.status()["clients"] == 0
+    # The scan that found the client stuck was not counted delivered; it waits in the queue.
+    assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == delivered_before
+    assert sink.status()["queued"] == 1
+    stuck.close()

@@ -421,7 +421,12 @@ class MqttSink(Sink):
         except Exception as e:
             out = error_reply(request, f"internal error: {type(e).__name__}")
             log.exception("mqtt.cmd_failed", cmd=request.get("cmd") if request else None)
-        await client.publish(self._topics.cmd_reply, out, qos=1, retain=False)
+        try:
+            await client.publish(self._topics.cmd_reply, out, qos=1, retain=False)
+        except aiomqtt.MqttError as e:
+            # The connection dropped under the reply: the session loop reconnects; say so here,
+            # through structlog, instead of an unretrieved task exception on stderr.
+            log.warning("mqtt.cmd_reply_lost", error=str(e))
 
     # -- publishing ---------------------------------------------------------------------------
 

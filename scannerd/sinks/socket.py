@@ -18,7 +18,7 @@ import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -35,6 +35,11 @@ CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 MAX_LINE = 64 * 1024
 
+# Scans that waited for a subscriber go to a new connection only once it has shown it is a
+# subscriber: it sends `subscribe`, or stays quiet this long. A CLI asking `status` (its first
+# line is a command) must not walk away with queued payment codes.
+HANDOVER_DELAY_S = 0.2
+
 
 class SocketInUse(RuntimeError):
     """Another live daemon answers on the configured path."""
@@ -45,7 +50,8 @@ class _Client:
     writer: asyncio.StreamWriter
     peer: str
     devices: frozenset[str] | None = None  # None: every device
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    control_only: bool = False  # its first line was a command other than subscribe
+    handover: asyncio.TimerHandle | None = None
 
     def wants(self, event: Event) -> bool:
         if self.devices is None:
@@ -148,6 +154,28 @@ class SocketSink(Sink):
     def status(self) -> dict[str, Any]:
         return {"state": "listening" if self._server else "stopped", "clients": len(self.clients), "queued": len(self._pending)}
 
+    def reconfigure(self, config: SocketConfig, queue_limit: int) -> None:
+        """Same path, new mode/group/limits: applied in place, no client dropped."""
+        assert config.path == self.config.path
+        self.config = config
+        self.queue_limit = queue_limit
+        os.chmod(config.path, config.mode)
+        if config.group:
+            try:
+                os.chown(config.path, -1, grp.getgrnam(config.group).gr_gid)
+            except (KeyError, PermissionError) as e:
+                log.error("socket_group_failed", group=config.group, error=str(e))
+
+    def take_pending(self) -> list[ScanEvent]:
+        """Hand the waiting scans to a successor sink (socket path changed on reload)."""
+        pending, self._pending = list(self._pending), collections.deque()
+        self._arm_expiry()
+        return pending
+
+    def adopt_pending(self, events: list[ScanEvent]) -> None:
+        for event in events:
+            self.deliver(event)
+
     # --- delivery -------------------------------------------------------------------------
 
     def deliver(self, event: Event) -> None:
@@ -161,17 +189,28 @@ class SocketSink(Sink):
     def _send(self, event: Event, receivers: list[_Client]) -> None:
         now = time.monotonic_ns()
         line = dumps(encode_event(event, now))
+        written = 0
         for client in receivers:
-            if client.writer.is_closing():
-                continue
-            if client.writer.transport.get_write_buffer_size() + len(line) > self.config.client_buffer_bytes:
-                self.metrics.inc("scannerd_client_disconnects_total")
-                self._drop(client, "not reading: buffer full")
-                continue
-            client.writer.write(line)
-        if isinstance(event, ScanEvent):
-            self.metrics.inc("scannerd_delivered_total", {"sink": self.name})
-            self.metrics.observe("scannerd_delivery_latency_seconds", (now - event.completed_ns) / 1e9, {"sink": self.name})
+            if self._write(client, line):
+                written += 1
+        if not isinstance(event, ScanEvent):
+            return
+        if written == 0:
+            self._queue(event)  # every receiver was gone or stuck: wait for the next one
+            return
+        self.metrics.inc("scannerd_delivered_total", {"sink": self.name})
+        self.metrics.observe("scannerd_delivery_latency_seconds", (now - event.completed_ns) / 1e9, {"sink": self.name})
+
+    def _write(self, client: _Client, line: bytes) -> bool:
+        """Write or drop: a client whose backlog is over the limit is disconnected, not waited for."""
+        if client.writer.is_closing():
+            return False
+        if client.writer.transport.get_write_buffer_size() + len(line) > self.config.client_buffer_bytes:
+            self.metrics.inc("scannerd_client_disconnects_total")
+            self._drop(client, "not reading: buffer full")
+            return False
+        client.writer.write(line)
+        return True
 
     def _queue(self, event: ScanEvent) -> None:
         if len(self._pending) >= self.queue_limit:
@@ -210,6 +249,11 @@ class SocketSink(Sink):
 
     def _flush_pending(self, client: _Client) -> None:
         """A subscriber arrived: hand it what waited, if still within TTL."""
+        if client.handover is not None:
+            client.handover.cancel()
+            client.handover = None
+        if client.control_only or client not in self.clients:
+            return
         self._expire_pending()
         remaining: collections.deque[ScanEvent] = collections.deque()
         for event in self._pending:
@@ -226,6 +270,8 @@ class SocketSink(Sink):
         if client not in self.clients:
             return
         self.clients.discard(client)
+        if client.handover is not None:
+            client.handover.cancel()
         if why:
             log.warning("client_dropped", peer=client.peer, why=why)
         if why:
@@ -238,7 +284,7 @@ class SocketSink(Sink):
         writer.write(dumps(hello(self.hostname)))
         self.clients.add(client)
         log.info("client_connected", peer=client.peer, clients=len(self.clients))
-        self._flush_pending(client)
+        client.handover = asyncio.get_running_loop().call_later(HANDOVER_DELAY_S, self._flush_pending, client)
         try:
             while True:
                 try:
@@ -251,11 +297,12 @@ class SocketSink(Sink):
                 if not line.strip():
                     continue
                 response = await self._command(client, line)
-                if not writer.is_closing():
-                    writer.write(dumps(response))
+                self._write(client, dumps(response))
         except (ConnectionError, OSError):
             pass
         finally:
+            if client.handover is not None:
+                client.handover.cancel()
             if client in self.clients:
                 self.clients.discard(client)
                 log.info("client_disconnected", peer=client.peer, clients=len(self.clients))
@@ -268,7 +315,14 @@ class SocketSink(Sink):
         except ProtocolError as e:
             return reply("?", False, error=str(e))
         name = cmd["cmd"]
+        if client.handover is not None and name != "subscribe":
+            # A control connection (CLI, monitoring) speaks first: live events only, never
+            # the scans that waited for an HIS.
+            client.control_only = True
+            client.handover.cancel()
+            client.handover = None
         if name == "subscribe":
+            client.control_only = False
             devices = cmd.get("devices")
             if devices is not None and (not isinstance(devices, list) or not all(isinstance(d, str) for d in devices)):
                 return reply(name, False, error='"devices" must be a list of device names, or absent for all')

@@ -363,6 +363,26 @@ class Discovery:
                 pass
             self._fd = None
 
+    def forget(self, devnode: str, retry_after_s: float | None = None) -> None:
+        """A source for `devnode` ended without a udev remove (grab refused, read error):
+        drop it from the active table and, optionally, look at the node again later."""
+        self.active.pop(devnode, None)
+        if retry_after_s is not None and self._fd is not None:
+            asyncio.get_running_loop().call_later(retry_after_s, self._reconsider, devnode)
+
+    def _reconsider(self, devnode: str) -> None:
+        if self._fd is None or devnode in self.active or not os.path.exists(devnode):
+            return
+        import pyudev
+
+        try:
+            device = pyudev.Devices.from_device_file(self._context, devnode)
+        except (pyudev.DeviceNotFoundError, OSError, ValueError):
+            return
+        desc = describe(device)
+        if desc is not None:
+            self._consider(desc)
+
     def _drain(self) -> None:
         assert self._monitor is not None
         while True:
