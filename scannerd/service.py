@@ -54,10 +54,17 @@ class _Running:
     task: asyncio.Task[None]
 
 
+def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
+    """What a running source depends on: everything but the labels its events carry."""
+    return dataclasses.replace(scanner, role="window", area="")
+
+
 def _make_source(device: DeviceInfo, scanner: ScannerConfig, emit: Callable[[Frame | Rejected], None], state: Callable[[DeviceStateEvent], None]) -> Source:
     spec = framing_spec(scanner)
     if scanner.transport == "serial":
-        return SerialSource(device, spec, emit, state, scanner)
+        # Only a configured path (often a by-id link) is worth waiting on; a discovered node
+        # name may next belong to another device, so discovery restarts those on replug.
+        return SerialSource(device, spec, emit, state, scanner, reopen=bool(scanner.path))
     if scanner.transport == "evdev":
         from .sources.evdev_wedge import EvdevWedgeSource
 
@@ -84,6 +91,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retries: dict[str, int] = {}  # devnode → restarts of a discovered source, for backoff
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -133,8 +141,14 @@ class Daemon:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Through structlog (masked), never asyncio's "exception was never retrieved".
+            log.error("task_failed", task=task.get_name(), error=repr(task.exception()))
 
     async def _status_loop(self) -> None:
         while True:
@@ -206,6 +220,7 @@ class Daemon:
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
 
     async def _run_source(self, name: str, source: Source) -> None:
+        started = time.monotonic()
         try:
             await source.run()
         except asyncio.CancelledError:
@@ -215,14 +230,20 @@ class Daemon:
             self.pipeline.device_state(DeviceStateEvent(name, "error", f"{type(e).__name__}: {e}"))
         finally:
             current = self.running.get(name)
-            # A source that ended by itself (evdev unplug) leaves room for discovery to restart it.
+            # A source that ended by itself (unplug, grab refused) leaves room for discovery.
             if current is not None and current.source is source:
                 del self.running[name]
+                if self.discovery is not None and not current.scanner.path:
+                    # A source that ran a while was healthy: start the backoff over.
+                    tries = 0 if time.monotonic() - started > 30 else self._retries.get(source.device.path, 0)
+                    self._retries[source.device.path] = tries + 1
+                    self.discovery.forget(source.device.path, retry_after_s=min(60.0, 2.0 * 2**tries))
 
     async def _stop_source(self, name: str) -> None:
         running = self.running.pop(name, None)
         if running is None:
             return
+        running.source.input.abort("stopped")  # a partial scan is reported, not silently lost
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
@@ -258,10 +279,12 @@ class Daemon:
         self._start_source(scanner, devnode)
 
     def _on_device_removed(self, devnode: str) -> None:
-        # Sources normally see their own device vanish first (ENODEV / EIO). An evdev source
-        # still holding a removed node is stopped here so its name is free for the replug.
+        # Sources normally see their own device vanish first (ENODEV / EIO). A discovered source
+        # still holding a removed node is stopped here so its name is free for the replug, and
+        # so it never reopens whatever device gets that node name next.
+        self._retries.pop(devnode, None)
         for name, running in list(self.running.items()):
-            if running.scanner.transport == "evdev" and running.source.device.path == devnode:
+            if not running.scanner.path and running.source.device.path == devnode:
                 running.source.input.abort("device_removed")
                 running.source.set_state("absent", "removed")
                 self._spawn(self._stop_source(name))
@@ -273,6 +296,9 @@ class Daemon:
             self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             try:
                 ok = await self._reload()
+            except Exception:
+                log.exception("reload_failed", kept=self.config.source)
+                ok = False
             finally:
                 self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
             return ok
@@ -285,44 +311,68 @@ class Daemon:
             log.error("reload_refused", error=str(e), kept=self.config.source)
             return False
         old = self.config
+        # The socket first, while nothing else has changed: if the new one cannot be served,
+        # the whole reload is refused and the old socket keeps serving its clients.
+        try:
+            await self._reload_socket(old, new)
+        except (OSError, SocketInUse) as e:
+            log.error("reload_refused", error=f"socket: {e}", kept=old.source)
+            return False
         self.config = new
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
-        if new.socket != old.socket or new.policy.queue_limit != old.policy.queue_limit:
-            # Only a changed socket drops clients: they must reconnect to the new path anyway.
-            assert self.socket_sink is not None
-            await self.socket_sink.stop()
-            self.socket_sink = self._make_socket_sink(new)
-            await self.socket_sink.start()
         if new.mqtt != old.mqtt:
             if self.mqtt_sink is not None:
                 await self.mqtt_sink.stop()
+            self.mqtt_sink = None
+            self._sync_sinks()
             await self._start_mqtt(new)
         self._sync_sinks()
         if new.metrics != old.metrics:
             if self.metrics_server is not None:
                 await self.metrics_server.stop()
-            await self._start_metrics(new)
+            try:
+                await self._start_metrics(new)
+            except OSError as e:  # port taken: scanning matters more than the metrics endpoint
+                log.error("metrics_unavailable", listen=new.metrics.listen, error=str(e))
+                self.metrics_server = None
         wanted = {s.name: s for s in new.scanners}
         for name, running in list(self.running.items()):
             keep = wanted.get(name)
             removed = keep is None and running.scanner in old.scanners  # auto-detected ones stay
-            changed = keep is not None and keep != running.scanner
-            # An unchanged scanner keeps its source, its open port and any frame in flight.
+            changed = keep is not None and _source_settings(keep) != _source_settings(running.scanner)
+            # An unchanged scanner keeps its source, its open port and any scan in flight;
+            # a new area or role is only a new label on its events.
             if removed or changed:
                 await self._stop_source(name)
+            elif keep is not None:
+                running.scanner = keep
+                self.pipeline.register_device(self.device_info(keep, running.source.device.path))
         for scanner in new.scanners:
             if scanner.name not in self.running and (scanner.transport == "serial" or scanner.path):
                 self._start_source(scanner, scanner.path)
-            elif scanner.name in self.running:
-                # Area/role may have changed without touching the source.
-                self.pipeline.register_device(self.device_info(scanner, self.running[scanner.name].source.device.path))
         if self.discovery is not None:
             self.discovery.stop()
             self.discovery = None
         await self._start_discovery()
         log.info("reloaded", config=new.source, scanners=sorted(self.running))
         return True
+
+    async def _reload_socket(self, old: Config, new: Config) -> None:
+        sink = self.socket_sink
+        assert sink is not None
+        if new.socket == old.socket and new.policy.queue_limit == old.policy.queue_limit:
+            return
+        if new.socket.path == old.socket.path:
+            sink.reconfigure(new.socket, new.policy.queue_limit)  # clients stay connected
+            return
+        successor = self._make_socket_sink(new)
+        await successor.start()  # raises: the caller refuses the reload, the old sink serves on
+        pending = sink.take_pending()
+        self.socket_sink = successor
+        self._sync_sinks()
+        await sink.stop()
+        successor.adopt_pending(pending)  # scans waiting for an HIS wait on the new path
 
     # --- commands (socket and MQTT) -------------------------------------------------------
 

@@ -62,3 +62,62 @@ def test_sighup_adds_a_scanner_keeps_clients_and_refuses_a_broken_config(tmp_pat
         daemon.stop()
         one.close()
         two.close()
+
+
+def test_reload_to_an_unservable_socket_is_refused_and_the_old_socket_keeps_serving(tmp_path: Path) -> None:
+    pty = PtyScanner(tmp_path)
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    block = scanner_block("window-1", pty.link)
+    config.write_text(f'[socket]\npath = "{sock}"\n' + block)
+    (tmp_path / "a-file").write_text("not a directory")
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+        client = Client(sock)
+        pty.release_slave()
+        wait_for(lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+        config.write_text(f'[socket]\npath = "{tmp_path / "a-file" / "s.sock"}"\n' + block.replace('"window"', '"kiosk"'))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 5)
+        refused = next(e for e in daemon.log_events() if e.get("event") == "reload_refused")
+        assert refused["error"].startswith("socket:")
+        status = client.command({"cmd": "status"})  # same connection, old config still in force
+        assert status["config"] == str(config) and status["sinks"]["socket"]["state"] == "listening"
+        code = wechat_code()
+        pty.write(f"{code}\r".encode())
+        assert client.next_of("scan")["code"] == code
+    finally:
+        daemon.stop()
+        pty.close()
+
+
+def test_reload_moving_the_socket_carries_waiting_scans_and_a_new_area_keeps_the_port(tmp_path: Path) -> None:
+    pty = PtyScanner(tmp_path)
+    sock, sock2 = tmp_path / "s.sock", tmp_path / "t.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[socket]\npath = "{sock}"\n' + scanner_block("window-1", pty.link))
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+        probe = Client(sock)
+        pty.release_slave()
+        wait_for(lambda: probe.command({"cmd": "status"})["devices"][0]["present"], 5)
+        probe.close()
+        waiting = alipay_code()
+        pty.write(f"{waiting}\r".encode())  # no HIS connected: it waits in the queue
+        wait_for(lambda: any(e.get("event") == "queued_no_subscriber" for e in daemon.log_events()), 5)
+        pty.write(b"13456")  # a scan in flight across the reload
+        config.write_text(f'[socket]\npath = "{sock2}"\n' + scanner_block("window-1", pty.link) + 'area = "emergency"\n')
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: sock2.exists() and not sock.exists(), 5)
+        his = Client(sock2)
+        event = his.next_of("scan")
+        assert event["code"] == waiting
+        rest = "7890123456789"[: 18 - 5]
+        pty.write(f"{rest}\r".encode())
+        event = his.next_of("scan")
+        assert event["code"] == "13456" + rest and event["area"] == "emergency"
+    finally:
+        daemon.stop()
+        pty.close()

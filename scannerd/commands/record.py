@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         device_info.update({"vid": desc.vid, "pid": desc.pid, "by_id": desc.by_id})
     try:
         fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # O_CREAT's mode applies only to a new file: an existing 0644 one must be closed too,
+        # since a recording holds codes as keystrokes.
+        os.fchmod(fd, 0o600)
     except OSError as e:
         dev.close()
         print(f"error: cannot write {args.output}: {e.strerror}", file=sys.stderr)

@@ -148,7 +148,7 @@ class SocketSink(Sink):
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(self.config.path)
 
     def status(self) -> dict[str, Any]:

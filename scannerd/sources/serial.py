@@ -34,10 +34,18 @@ REOPEN_INTERVAL_S = 0.25
 
 class SerialSource(Source):
     def __init__(
-        self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink, scanner: ScannerConfig
+        self,
+        device: DeviceInfo,
+        spec: FramingSpec,
+        emit: FrameSink,
+        state: StateSink,
+        scanner: ScannerConfig,
+        *,
+        reopen: bool = True,
     ) -> None:
         super().__init__(device, spec, emit, state)
         self.scanner = scanner
+        self.reopen = reopen
         self._port: serial.Serial | None = None
         self._decoder = codecs.getincrementaldecoder(scanner.encoding)(errors="replace")
         self._lost: asyncio.Event | None = None
@@ -53,6 +61,10 @@ class SerialSource(Source):
             while True:
                 if self._open():
                     await self._read_until_lost()
+                elif not self.reopen:
+                    return
+                if not self.reopen:
+                    return  # discovery restarts it when the device comes back
                 await self._wait_for_device()
         finally:
             self._close()
