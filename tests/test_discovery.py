@@ -109,7 +109,6 @@ WINDOW3 = cfg({"name": "window-3", "transport": "evdev", "usb": "0c2e:0b61"})
         (cfg({"name": "kbd", "transport": "evdev", "usb": "046d:c31c", "shared_keyboard": True}), LOGITECH, "config", "'kbd'"),
         (cfg({"name": "s", "transport": "serial", "by_id": ZEBRA_ACM.links[0]}), ZEBRA_ACM, "config", "by_id"),
         (cfg({"name": "s", "transport": "serial", "path": "/dev/ttyACM0"}), ZEBRA_ACM, "config", "path"),
-        (cfg({"name": "h", "transport": "hidpos", "usb": "0c2e:0b61"}), HONEYWELL, "ignored", "transport 'hidpos'"),
         (cfg({"name": "s", "transport": "serial", "path": "/dev/ttyACM0"}, {"name": "w", "transport": "evdev", "usb": "0c2e:0b61"}),
          HONEYWELL, "config", "'w'"),
     ],

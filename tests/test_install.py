@@ -224,7 +224,7 @@ def test_example_with_everything_switched_on_is_a_valid_config(tmp_path: Path) -
     cfg_file = tmp_path / "config.toml"
     cfg_file.write_text(text)
     cfg = config.load_config(cfg_file)
-    assert [s.transport for s in cfg.scanners] == ["serial", "evdev", "hidpos"]
+    assert [s.transport for s in cfg.scanners] == ["serial", "evdev"]
     assert cfg.site.hospital == "H37020201175"
     assert cfg.mqtt is not None and cfg.mqtt.host == "mqtt.hospital.local"
     assert cfg.metrics.listen == "127.0.0.1:9464"

@@ -103,12 +103,9 @@ def report(config: Config, descs: list[DeviceDescription], usb: list[UsbDescript
             continue  # hubs
         usb_id = f"{u.vid}:{u.pid}"
         nodes = [d.devnode for d in descs if d.usb_id == usb_id]
-        hidpos = next((s for s in config.scanners if s.transport == "hidpos" and s.usb == usb_id), None)
-        if hidpos is not None:
-            action, reason = "config", f"[[scanner]] {hidpos.name!r} (HID-POS by usb)"
-        elif u.vid in vendors and not nodes:
-            action, reason = "info", ("scanner vendor with no keyboard or serial node: HID-POS mode? add a [[scanner]] "
-                                      f'with transport = "hidpos" and usb = "{usb_id}"')
+        if u.vid in vendors and not nodes:
+            action, reason = "info", ("scanner vendor with no keyboard or serial node: probably HID-POS mode, which "
+                                      "scannerd does not read yet; program it to USB-COM (serial) or keyboard mode")
         elif nodes:
             action, reason = "info", "nodes: " + ", ".join(nodes)
         else:
