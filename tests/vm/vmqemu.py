@@ -18,6 +18,7 @@ import queue
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -181,6 +182,8 @@ class Vm:
         self.qmp: Qmp | None = None
         self.chardev_socks: dict[str, socket.socket] = {}
         self.ctl: socket.socket | None = None
+        # Unix socket paths must stay under 108 bytes, whatever the workdir: a short dir in /tmp.
+        self.sockdir = Path(tempfile.mkdtemp(prefix="vmrig-"))
         self.log: list[str] = []
         self.t_start = 0.0
         self.boot_to_test: float | None = None
@@ -196,14 +199,14 @@ class Vm:
             "-kernel", str(self.guest.kernel), "-initrd", str(self.guest.initrd),
             "-append", "console=ttyS0 panic=-1 quiet loglevel=4 8250.nr_uarts=2",
             "-chardev", f"file,id=con,path={w / 'console.log'}", "-serial", "chardev:con",
-            "-chardev", f"socket,id=ctl,path={w / 'ctl.sock'},server=on,wait=off", "-serial", "chardev:ctl",
-            "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
+            "-chardev", f"socket,id=ctl,path={self.sockdir / 'ctl.sock'},server=on,wait=off", "-serial", "chardev:ctl",
+            "-qmp", f"unix:{self.sockdir / 'qmp.sock'},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.results_dir},mount_tag=results,security_model=none,multidevs=remap",
             "-device", "qemu-xhci,id=xhci",
         ]
         for name in self.serial_chardevs:
-            cmd += ["-chardev", f"socket,id={name},path={w / (name + '.sock')},server=on,wait=off"]
+            cmd += ["-chardev", f"socket,id={name},path={self.sockdir / (name + '.sock')},server=on,wait=off"]
         for dev in self.usb.values():
             cmd += ["-device", dev.cmdline()]
         return cmd
@@ -223,10 +226,10 @@ class Vm:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         try:
-            self.qmp = Qmp(self.workdir / "qmp.sock")
+            self.qmp = Qmp(self.sockdir / "qmp.sock")
             for name in self.serial_chardevs:
                 s = socket.socket(socket.AF_UNIX)
-                s.connect(str(self.workdir / f"{name}.sock"))
+                s.connect(str(self.sockdir / f"{name}.sock"))
                 self.chardev_socks[name] = s
             self._serve()
             try:
@@ -248,6 +251,7 @@ class Vm:
             s.close()
         if self.ctl is not None:
             self.ctl.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
 
     def _result(self) -> RunResult:
         def read(p: Path) -> str:
@@ -279,7 +283,7 @@ class Vm:
         ctl = socket.socket(socket.AF_UNIX)
         while True:
             try:
-                ctl.connect(str(self.workdir / "ctl.sock"))
+                ctl.connect(str(self.sockdir / "ctl.sock"))
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline or self.proc.poll() is not None:

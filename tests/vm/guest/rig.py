@@ -23,6 +23,7 @@ import glob
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,7 +207,10 @@ class Daemon:
         cfg.parent.mkdir(parents=True, exist_ok=True)
         cfg.write_text(config)
         (RESULTS / f"daemon-{name}.toml").write_text(config)
-        self.logf = open(RESULTS / f"daemon-{name}.log", "wb")  # noqa: SIM115 - open for the daemon's life
+        # The log goes to the guest's tmpfs (a 9p write per log line could stall the daemon's
+        # event loop) and is copied to the results share when the daemon stops.
+        self.logpath = cfg.parent / f"daemon-{name}.log"
+        self.logf = open(self.logpath, "wb")  # noqa: SIM115 - open for the daemon's life
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO),
                "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         self.t_start = time.monotonic()
@@ -237,7 +241,7 @@ class Daemon:
     def log_tail(self, n: int = 1500) -> str:
         self.logf.flush()
         try:
-            return (RESULTS / f"daemon-{self.name}.log").read_text(errors="replace")[-n:]
+            return self.logpath.read_text(errors="replace")[-n:]
         except OSError:
             return ""
 
@@ -250,6 +254,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(5)
         self.logf.close()
+        shutil.copyfile(self.logpath, RESULTS / self.logpath.name)
         return self.proc.returncode
 
 

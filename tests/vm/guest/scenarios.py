@@ -327,7 +327,7 @@ def key_events(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
-def uinput_type(ui: Any, text: str, gap_s: float = 0.002) -> None:
+def uinput_type(ui: Any, text: str, gap_s: float = 0.003) -> None:
     """Type like a wedge scanner: one key event (+SYN) per write, `gap_s` apart."""
     evs = key_events(text)
     for i in range(0, len(evs), 2):
@@ -730,9 +730,11 @@ def find_gadget_node(timeout: float = 10.0) -> str | None:
     return wait_until(look, timeout)
 
 
-def hidg_type(text: str, timeout: float = 10.0) -> None:
-    """Key-down and all-keys-up reports into /dev/hidg0; each write waits for the USB host side
-    (the guest's usbhid, polling only while someone has the device open) to take the last one."""
+def hidg_type(text: str, gap_s: float = 0.004, timeout: float = 10.0) -> None:
+    """Key-down and all-keys-up reports into /dev/hidg0, `gap_s` apart (~8 ms a character, in
+    the 1-19 ms range real wedge scanners show; at dummy_hcd's full 1 ms pace a few ms of TCG
+    stall overflow evdev's 64-event buffer). Each write also waits for the USB host side (the
+    guest's usbhid, polling only while someone has the device open) to take the last report."""
     import select as _select
 
     fd = os.open("/dev/hidg0", os.O_RDWR | os.O_NONBLOCK)
@@ -743,6 +745,7 @@ def hidg_type(text: str, timeout: float = 10.0) -> None:
                 while True:
                     try:
                         os.write(fd, report)
+                        time.sleep(gap_s)
                         break
                     except BlockingIOError:
                         left = deadline - time.monotonic()
@@ -859,6 +862,9 @@ def udev_rules_and_hotplug(run: Run) -> Result:
         t_node = time.monotonic()
         res["daemon_reopened"] = daemon.holds(node2, 10)
         res["reopen_after_node_s"] = round(time.monotonic() - t_node, 2)
+        # udevd's workers for the new device compete for the one emulated CPU: let them finish
+        # (a cashier does not scan within milliseconds of plugging in).
+        subprocess.run(["udevadm", "settle", "--timeout=30"], env=env, timeout=40, check=False)
         time.sleep(0.2)
         m = client.mark()
         code = unionpay(121)
