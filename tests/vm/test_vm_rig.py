@@ -254,6 +254,19 @@ def test_real_usb_hid_scanner_hotplug_auto_detected_by_vendor(vm: RunResult) -> 
     assert all("VM0001" in e["device"] for e in scans(r["events"])), r["events"]
 
 
+def test_devices_cli_on_real_devices(vm: RunResult) -> None:
+    r = result(vm, "devices_cli")
+    assert r["exit_code"] == 0, r["stderr"]
+    rows = r["rows"]
+    missing = [k for k, v in rows.items() if v is None]
+    assert not missing, f"`scannerd devices` did not list {missing}: {r['nodes']}"
+    actions = {k: v["action"] for k, v in rows.items()}
+    assert actions == {"uinput_scanner": "auto", "gadget": "auto", "uinput_plain": "ignored",
+                       "usb_kbd": "ignored", "at_kbd": "ignored", "ftdi": "ignored"}, rows
+    assert rows["gadget"]["usb"] == "0c2e:0b61" and rows["usb_kbd"]["usb"] == "0627:0001"
+    assert "never auto-grabbed" in rows["uinput_plain"]["reason"]
+
+
 def test_udev_rules_group_and_links_then_udev_hotplug(vm: RunResult) -> None:
     r = result(vm, "udev_rules_and_hotplug")
     assert r["udevd_up"]

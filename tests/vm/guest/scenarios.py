@@ -790,6 +790,35 @@ def auto_usb_hid_gadget_scanner(run: Run) -> Result:
     return res
 
 
+@scenario("devices_cli", EVDEV_SOURCE + ("scannerd/commands/devices.py",))
+def devices_cli(run: Run) -> Result:
+    """`scannerd devices --json` on a real kernel: what it would do with each device present
+    (the USB HID gadget scanner, a uinput scanner, a uinput plain keyboard, QEMU's usb-kbd, the
+    AT keyboard, the FTDI port), with the auto-detect config."""
+    cfg = Path("/run/scannerd-vm/devices.toml")
+    cfg.write_text(AUTO_CONFIG)
+    scanner, plain = make_uinput(HONEYWELL), make_uinput(PLAIN_KBD)
+    try:
+        nodes = {"uinput_scanner": uinput_node(scanner), "uinput_plain": uinput_node(plain),
+                 "usb_kbd": find_evdev(USB_KBD_NAME, 5), "at_kbd": find_evdev("AT Translated Set 2 keyboard", 5),
+                 "gadget": find_gadget_node(5), "ftdi": "/dev/ttyUSB0"}
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": "/root", "LANG": "C.UTF-8"}
+        p = subprocess.run([PLAN["python"], "-m", "scannerd", "devices", "--json", "-c", str(cfg)], env=env,
+                           capture_output=True, text=True, timeout=60, check=False, cwd=str(REPO))
+    finally:
+        scanner.close()
+        plain.close()
+    rows = []
+    for line in p.stdout.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    by_node = {r.get("devnode"): r for r in rows}
+    return {"exit_code": p.returncode, "stderr": p.stderr[-1500:], "nodes": nodes,
+            "rows": {k: by_node.get(v) for k, v in nodes.items()}}
+
+
 # --- udev in the guest (optional: uses the host's udev package through the shared root) ----
 
 UDEVD = "/usr/lib/systemd/systemd-udevd"
