@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> vmqemu.RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     # The guest runs this very interpreter (a venv's bin/python keeps its venv) on this repo.
     python = sys.executable
-    script = GUEST_SH.format(repo=REPO, python=python)
+    script = GUEST_SH.format(repo=shlex.quote(str(REPO)), python=shlex.quote(python))
     machine = vmqemu.Vm(
         guest, workdir, script, timeout=VM_TIMEOUT_S,
         usb=[
