@@ -172,6 +172,10 @@ def prepare_kernel(version: str) -> tuple[Path, dict[str, Path]]:
             stamp.write_text(want)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        # A new kernel version replaces the old one: the cache must not grow with every update.
+        for old in cache.iterdir():
+            if version not in old.name and old.name.startswith(("linux-image-", "vmlinux-", "modules-", "initramfs-")):
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     return vmlinux, {p.name[:-3]: p for p in mods.glob("*.ko")}
 
 
