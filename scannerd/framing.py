@@ -1,8 +1,9 @@
 """Turn a device's character stream into frames: pure, one Framer per device.
 
 A scanner sends [prefix][AIM id][data][suffix][terminator]. The framer splits on the
-terminator (or on an idle gap when there is none, and as a safety net when the terminator
-never comes), strips what the scanner adds, and rejects what cannot be a code.
+terminator (or on an idle gap when there is none), strips what the scanner adds, and rejects
+what cannot be a code. With a terminator configured the idle gap is a safety net: a read that
+stops without its terminator ends there as a `no_terminator` reject, never as a partial code.
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ class Framer:
         raw, times = raw[lead:], times[lead:]
         if raw == "":
             return []
+        if ended_by == "idle" and self.spec.terminator is not None:
+            # The terminator never came: a read cut short (unplug, lost characters) or a scanner
+            # not sending the configured suffix. Either way not a code to pay with.
+            return [Rejected(self.device, "no_terminator", raw, completed_ns)]
         symbology, text = clean(raw, self.spec)
         reason = rejection_reason(text, self.spec.max_length)
         if reason is not None:

@@ -61,10 +61,14 @@ def test_idle_gap_before_next_character_splits_frames() -> None:
 
 
 def test_idle_gap_is_a_safety_net_with_terminator() -> None:
+    # A read cut short (the scanner unplugged, characters lost) must not pass as a code.
     framer = Framer("d", FramingSpec(terminator="\r", idle_gap_ms=50))
-    feed_all(framer, "987654")
-    (frame,) = framer.flush(10**9)
-    assert isinstance(frame, Frame) and frame.text == "987654" and frame.ended_by == "idle"
+    feed_all(framer, "280000000")
+    (item,) = framer.flush(10**9)
+    assert isinstance(item, Rejected) and item.reason == "no_terminator" and item.text == "280000000"
+    # The next read starts clean.
+    (frame,) = feed_all(framer, "134567890123456789\r", start=2 * 10**9)
+    assert isinstance(frame, Frame) and frame.text == "134567890123456789"
 
 
 def test_prefix_suffix_aim_and_eci() -> None:

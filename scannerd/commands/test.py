@@ -101,6 +101,11 @@ class _Tester:
             print(f"#{self.count} reject: {item.reason}  {shown!r}")
             for note in sorted(notes):
                 print(f"   note: {note}")
+            if item.reason == "no_terminator":
+                print(f"   ! no terminator: the read ended on the {self.scanner.idle_gap_ms} ms idle gap without "
+                      f"{self.scanner.terminator}; program a CR suffix on the scanner, or set terminator = \"none\"")
+            if self.limit and self.count >= self.limit:
+                self.done.set()
             return
         channel, label = self.channel_of(item.text, item.symbology)
         upper, _ = self.channel_of(item.text.upper(), item.symbology)
