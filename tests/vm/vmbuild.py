@@ -78,7 +78,8 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs tmpfs /newroot/run
-mount -t tmpfs tmpfs /newroot/tmp
+# No tmpfs over /tmp: the checkout and its venv may live there (CI clones into a fresh folder);
+# the overlay's tmpfs upper layer already makes /tmp writable.
 mkdir -p /newroot/run/vmrig /newroot/run/vmrig-modules
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /newroot/run/vmrig || { echo "vmrig: 9p results failed"; poweroff -f; }
 for m in $LATE_MODULES; do cp /lib/vmrig/$m.ko /newroot/run/vmrig-modules/; done
