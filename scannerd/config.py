@@ -27,6 +27,12 @@ LAYOUTS = ("us", "uk", "de", "fr")
 T = TypeVar("T")
 
 
+def default_idle_gap_ms(transport: str) -> int:
+    """Serial scanners send a character every ~1 ms at 9600 baud; keyboard-wedge scanners pause
+    1–19 ms between keys, some Zebra models ~80 ms (CODES.md): the safety net must not cut them."""
+    return 50 if transport == "serial" else 200
+
+
 class ConfigError(ValueError):
     """A configuration problem: `file: key: expected …, got …`."""
 
@@ -326,7 +332,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
         terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
-        idle_gap_ms=t.number("idle_gap_ms", 50, 5, 5000),
+        idle_gap_ms=t.number("idle_gap_ms", default_idle_gap_ms(transport), 5, 5000),
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
         max_length=t.number("max_length", 512, 8, 65536),

@@ -59,12 +59,18 @@ def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
     return dataclasses.replace(scanner, role="window", area="")
 
 
-def _make_source(device: DeviceInfo, scanner: ScannerConfig, emit: Callable[[Frame | Rejected], None], state: Callable[[DeviceStateEvent], None]) -> Source:
+def _make_source(
+    device: DeviceInfo,
+    scanner: ScannerConfig,
+    emit: Callable[[Frame | Rejected], None],
+    state: Callable[[DeviceStateEvent], None],
+    polls_path: bool,
+) -> Source:
     spec = framing_spec(scanner)
     if scanner.transport == "serial":
-        # Only a configured path (often a by-id link) is worth waiting on; a discovered node
-        # name may next belong to another device, so discovery restarts those on replug.
-        return SerialSource(device, spec, emit, state, scanner, reopen=bool(scanner.path))
+        # Only a path the site configured is worth waiting on; a node name discovery handed us
+        # may next belong to another device, so discovery restarts those on replug instead.
+        return SerialSource(device, spec, emit, state, scanner, reopen=polls_path)
     if scanner.transport == "evdev":
         from .sources.evdev_wedge import EvdevWedgeSource
 
@@ -214,10 +220,14 @@ class Daemon:
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
             self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
 
-        source = _make_source(device, scanner, emit, self.pipeline.device_state)
+        source = _make_source(device, scanner, emit, self.pipeline.device_state, self._polls_its_path(scanner))
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
+
+    def _polls_its_path(self, scanner: ScannerConfig) -> bool:
+        """A configured entry with an explicit path: its source waits for that path itself."""
+        return bool(scanner.path) and scanner in self.config.scanners
 
     async def _run_source(self, name: str, source: Source) -> None:
         started = time.monotonic()
@@ -233,7 +243,7 @@ class Daemon:
             # A source that ended by itself (unplug, grab refused) leaves room for discovery.
             if current is not None and current.source is source:
                 del self.running[name]
-                if self.discovery is not None and not current.scanner.path:
+                if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     tries = 0 if time.monotonic() - started > 30 else self._retries.get(source.device.path, 0)
                     self._retries[source.device.path] = tries + 1
@@ -268,7 +278,7 @@ class Daemon:
             self._start_source(scanner, found.devnode)
             return
         if isinstance(running.source, SerialSource) and not running.source.present:
-            if scanner.path or running.source.device.path == found.devnode:
+            if running.source.reopen or running.source.device.path == found.devnode:
                 running.source.poke()  # same node (or a configured link): reopen now
             else:
                 # Back under another node (ttyACM0 → ttyACM1): follow it.
@@ -284,7 +294,7 @@ class Daemon:
         # so it never reopens whatever device gets that node name next.
         self._retries.pop(devnode, None)
         for name, running in list(self.running.items()):
-            if not running.scanner.path and running.source.device.path == devnode:
+            if not self._polls_its_path(running.scanner) and running.source.device.path == devnode:
                 running.source.input.abort("device_removed")
                 running.source.set_state("absent", "removed")
                 self._spawn(self._stop_source(name))

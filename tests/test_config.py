@@ -22,6 +22,13 @@ def test_no_file_is_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.socket.path.endswith("scannerd.sock")
 
 
+def test_idle_gap_default_depends_on_transport() -> None:
+    # Keyboard-wedge scanners pause up to ~80 ms between keys (some Zebra models): the safety
+    # net must not cut their scans; a 9600-baud serial scanner sends a character every ~1 ms.
+    config = parse_config({"scanner": [{"name": "s", "path": "/dev/ttyACM0"}, {"name": "k", "transport": "evdev", "usb": "0c2e:0b61"}]})
+    assert [s.idle_gap_ms for s in config.scanners] == [50, 200]
+
+
 def test_full_example_parses() -> None:
     config = parse_config(
         {

@@ -38,7 +38,8 @@ def open_pty() -> tuple[int, int, str]:
 
 
 def found(devnode: str) -> FoundDevice:
-    scanner = ScannerConfig(name="serial-0c2e-0b61", transport="serial")  # auto-detected: no path
+    # As discovery auto-detects it (no by-id link here): named from its ids, path = the node.
+    scanner = ScannerConfig(name="serial-0c2e-0b61", transport="serial", path=devnode)
     return FoundDevice("tty", devnode, "Honeywell", "0c2e", "0b61", "", scanner)
 
 

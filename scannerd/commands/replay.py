@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from ..config import LAYOUTS, ConfigError, ScannerConfig, load_config
+from ..config import LAYOUTS, ConfigError, ScannerConfig, default_idle_gap_ms, load_config
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
 from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--scanner", help="take terminator, idle gap, layout, alt_numpad, shared_keyboard from this [[scanner]]")
     p.add_argument("--layout", choices=LAYOUTS, help="keyboard layout (default: the recording's)")
     p.add_argument("--terminator", choices=_TERMINATORS, help="frame terminator (default CR)")
-    p.add_argument("--idle-gap-ms", type=int, help="idle gap that ends a read (default 50)")
+    p.add_argument("--idle-gap-ms", type=int, help="idle gap that ends a read (default 200, as for a keyboard-wedge scanner)")
     p.add_argument("--alt-numpad", action="store_true", help="decode Alt+keypad character codes")
     p.add_argument("--shared-keyboard", action="store_true", help="apply the scanner-vs-human burst filter")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RecordingError, UnicodeDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us")
+    scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us",
+                            idle_gap_ms=default_idle_gap_ms("evdev"))
     if args.scanner:
         entry = next((s for s in config.scanners if s.name == args.scanner), None)
         if entry is None:

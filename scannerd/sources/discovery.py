@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from ..config import Config, ScannerConfig
+from ..config import Config, ScannerConfig, default_idle_gap_ms
 
 log = structlog.get_logger("scannerd.discovery")
 
@@ -188,7 +188,7 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
     if not config.discovery.auto:
         return MatchResult("ignored", f"would be auto-detected ({why}) but [discovery] auto = false")
     path = desc.by_id or desc.devnode
-    scanner = ScannerConfig(name=auto_name(desc), transport=transport, path=path)
+    scanner = ScannerConfig(name=auto_name(desc), transport=transport, path=path, idle_gap_ms=default_idle_gap_ms(transport))
     return MatchResult("auto", f"auto-detected: {why}", scanner)
 
 
@@ -226,10 +226,11 @@ def resolve_device(config: Config, arg: str | None, descriptions: Iterable[Devic
         for d in descs:
             if arg == d.devnode or real == d.devnode or arg in d.links:
                 r = match_device(config, d)
-                scanner = r.scanner or ScannerConfig(name=auto_name(d), transport=transport, path=d.devnode)
+                scanner = r.scanner or ScannerConfig(name=auto_name(d), transport=transport, path=d.devnode,
+                                                     idle_gap_ms=default_idle_gap_ms(transport))
                 return d.devnode, scanner
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(arg)) or "device"
-        return arg, ScannerConfig(name=name[:64], transport=transport, path=arg)
+        return arg, ScannerConfig(name=name[:64], transport=transport, path=arg, idle_gap_ms=default_idle_gap_ms(transport))
     return f"{arg!r} is neither a device path nor a [[scanner]] name in {config.source}"
 
 
