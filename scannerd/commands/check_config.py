@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..config import ConfigError, load_config
+from ._common import add_config_option, config_or_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
-    p.add_argument("-c", "--config", help="config file (default: /etc/scannerd/config.toml if present)")
+    add_config_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
     print(f"{config.source}: ok")
     print(f"  site: area={config.site.area} hospital={config.site.hospital or '-'} {config.site.hospital_name}")
     print(f"  socket: {config.socket.path} mode={oct(config.socket.mode)} group={config.socket.group or '-'}")

@@ -13,9 +13,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, ConfigError, load_config
-from ..sources.discovery import KNOWN_SCANNER_VENDORS, DeviceDescription, list_descriptions, match_device
+from ..config import Config
+from ..sources.discovery import (
+    KNOWN_SCANNER_VENDORS,
+    DeviceDescription,
+    list_descriptions,
+    match_device,
+)
 from ..sources.evdev_wedge import effective_grab
+from ._common import add_config_option, config_or_exit_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("devices", help="list input devices, serial ports and USB ids, and what scannerd would do with each",
                        description="List devices and what scannerd would do with each (matched entry, auto-detected, "
                                    "ignored and why). Reads udev/sysfs only; opens nothing.")
-    p.add_argument("-c", "--config", help="config file (default: /etc/scannerd/config.toml if present)")
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per device")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
     try:
         import pyudev
 

@@ -17,11 +17,12 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ..config import LAYOUTS, ConfigError, load_config
+from ..config import LAYOUTS
 from ..sources.discovery import resolve_device
 from ..sources.evdev_wedge import EvdevLike, open_input_device
 from ..sources.keymap import EV_KEY, KEY_PRESS
 from ..sources.recording import event_line, header_line
+from ._common import add_config_option, config_or_exit_code, udev_descriptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "timestamps. The file contains the scanned codes: it is written with mode 0600.")
     p.add_argument("device", help="device path (/dev/input/event5, a by-id link) or [[scanner]] name")
     p.add_argument("-o", "--output", required=True, help="output file (.jsonl)")
-    p.add_argument("-c", "--config", help="config file (default: /etc/scannerd/config.toml if present)")
+    add_config_option(p)
     p.add_argument("--no-grab", action="store_true", help="do not grab the device while recording")
     p.add_argument("--layout", choices=LAYOUTS, help="layout to note in the header (default: the scanner entry's, else us)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
@@ -45,19 +46,10 @@ class RecordStats:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        import pyudev
-
-        from ..sources.discovery import list_descriptions
-
-        descs = list_descriptions(pyudev.Context())
-    except Exception:
-        descs = []
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
+    descs = udev_descriptions()
     resolved = resolve_device(config, args.device, descs)
     if isinstance(resolved, str):
         print(f"error: {resolved}", file=sys.stderr)

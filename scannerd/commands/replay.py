@@ -13,10 +13,15 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from ..config import LAYOUTS, ConfigError, ScannerConfig, default_idle_gap_ms, load_config
+from ..config import (
+    LAYOUTS,
+    ScannerConfig,
+    default_idle_gap_ms,
+)
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
 from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
+from ._common import config_or_exit_code
 
 _TERMINATORS = ("CR", "LF", "CRLF", "TAB", "none")
 
@@ -39,11 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
     try:
         rec = read_recording(args.file)
     except (OSError, RecordingError, UnicodeDecodeError) as e:

@@ -18,12 +18,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..config import LAYOUTS, ConfigError, Config, ScannerConfig, load_config
+from ..config import LAYOUTS, Config, ScannerConfig
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected, mask
 from ..sources.discovery import resolve_device
-from ..sources.evdev_wedge import EvdevLike, EvdevWedgeSource, effective_grab, open_input_device
+from ..sources.evdev_wedge import (
+    EvdevLike,
+    EvdevWedgeSource,
+    effective_grab,
+    open_input_device,
+)
 from ..sources.human import diagnose, max_gap_ms
 from ..sources.keymap import EV_KEY, decode_keys, get_layout
+from ._common import add_config_option, config_or_exit_code, udev_descriptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "classification, timing and warnings. Stop with Ctrl-C.")
     p.add_argument("device", nargs="?", help="device path (/dev/input/event5, a by-id link) or [[scanner]] name; "
                                              "default: the only scanner present")
-    p.add_argument("-c", "--config", help="config file (default: /etc/scannerd/config.toml if present)")
+    add_config_option(p)
     p.add_argument("--no-grab", action="store_true", help="do not grab: the scan is also typed into the focused window")
     p.add_argument("--layout", choices=LAYOUTS, help="keyboard layout (default: the scanner entry's, else us)")
     p.add_argument("--show", action="store_true", help="print codes in full (payment codes are bearer tokens: careful)")
@@ -42,19 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        import pyudev
-
-        from ..sources.discovery import list_descriptions
-
-        descs = list_descriptions(pyudev.Context())
-    except Exception:  # no udev: a path still works
-        descs = []
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
+    descs = udev_descriptions()
     resolved = resolve_device(config, args.device, descs)
     if isinstance(resolved, str):
         print(f"error: {resolved}", file=sys.stderr)
