@@ -112,7 +112,7 @@ class Daemon:
         self._sync_sinks()
         await self._start_metrics(self.config)
         for scanner in self.config.scanners:
-            if scanner.transport == "serial" or scanner.path:
+            if scanner.path:  # the rest (usb, by_id, match_name) are found by discovery
                 self._start_source(scanner, scanner.path)
         await self._start_discovery()
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
@@ -359,7 +359,7 @@ class Daemon:
                 running.scanner = keep
                 self.pipeline.register_device(self.device_info(keep, running.source.device.path))
         for scanner in new.scanners:
-            if scanner.name not in self.running and (scanner.transport == "serial" or scanner.path):
+            if scanner.name not in self.running and scanner.path:
                 self._start_source(scanner, scanner.path)
         if self.discovery is not None:
             self.discovery.stop()
