@@ -226,3 +226,36 @@ async def test_a_scan_no_client_could_take_is_queued_not_counted_delivered(sink:
     assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == delivered_before
     assert sink.status()["queued"] == 1
     stuck.close()
+
+
+async def test_a_scan_seen_only_by_a_control_client_still_waits_for_the_his(sink: SocketSink) -> None:
+    cli = await AClient.connect(sink.config.path)
+    assert (await cli.command({"cmd": "status"}))["ok"]  # a monitoring connection
+    sink.deliver(scan("134567890123450006", ttl_s=30))
+    assert (await cli.next())["code"] == "134567890123450006"  # it may watch live traffic
+    assert sink.status()["queued"] == 1
+    assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == 0
+    his = await AClient.connect(sink.config.path)
+    assert (await his.next())["code"] == "134567890123450006"
+    assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == 1
+
+
+async def test_a_scan_past_its_ttl_is_never_delivered(sink: SocketSink) -> None:
+    his = await AClient.connect(sink.config.path)
+    await asyncio.sleep(0.3)
+    stale = scan("134567890123450007", ttl_s=30)
+    stale = ScanEvent(stale.id, stale.ts, stale.device, stale.code, stale.symbology, stale.classification,
+                      stale.scan_ms, stale.completed_ns, time.monotonic_ns() - 1)
+    sink.deliver(stale)
+    with pytest.raises(asyncio.TimeoutError):
+        await his.next(timeout=0.3)
+    assert sink.metrics.value("scannerd_expired_total", {"sink": "socket"}) == 1
+
+
+async def test_an_his_that_starts_with_arm_is_a_subscriber(sink: SocketSink) -> None:
+    sink.deliver(scan("134567890123450008", ttl_s=30))
+    his = await AClient.connect(sink.config.path)
+    his.writer.write(b'{"cmd":"arm","device":"kiosk-1","ttl_s":60}\n')
+    got = [await his.next(), await his.next()]
+    assert {m["type"] for m in got} == {"reply", "scan"}
+    assert sink.status()["queued"] == 0

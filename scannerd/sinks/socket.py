@@ -39,6 +39,9 @@ MAX_LINE = 64 * 1024
 # subscriber: it sends `subscribe`, or stays quiet this long. A CLI asking `status` (its first
 # line is a command) must not walk away with queued payment codes.
 HANDOVER_DELAY_S = 0.2
+# First commands that mark a connection as control (read-only tools), not an HIS. An HIS may
+# well start with `arm` (kiosk payment page) or `ack`: those keep it a subscriber.
+CONTROL_COMMANDS = frozenset({"status", "devices", "metrics", "shapes", "inject"})
 
 
 class SocketInUse(RuntimeError):
@@ -179,6 +182,9 @@ class SocketSink(Sink):
     # --- delivery -------------------------------------------------------------------------
 
     def deliver(self, event: Event) -> None:
+        if isinstance(event, ScanEvent) and event.expires_ns is not None and time.monotonic_ns() >= event.expires_ns:
+            self._expired(event, "ttl passed before delivery")  # never hand out a stale code
+            return
         receivers = [c for c in self.clients if c.wants(event)]
         if not receivers:
             if isinstance(event, ScanEvent):
@@ -191,12 +197,14 @@ class SocketSink(Sink):
         line = dumps(encode_event(event, now))
         written = 0
         for client in receivers:
-            if self._write(client, line):
+            if self._write(client, line) and not client.control_only:
                 written += 1
         if not isinstance(event, ScanEvent):
             return
         if written == 0:
-            self._queue(event)  # every receiver was gone or stuck: wait for the next one
+            # No subscriber took it (gone, stuck, or only control connections watching):
+            # it waits for an HIS like any scan made while none is connected.
+            self._queue(event)
             return
         self.metrics.inc("scannerd_delivered_total", {"sink": self.name})
         self.metrics.observe("scannerd_delivery_latency_seconds", (now - event.completed_ns) / 1e9, {"sink": self.name})
@@ -315,9 +323,9 @@ class SocketSink(Sink):
         except ProtocolError as e:
             return reply("?", False, error=str(e))
         name = cmd["cmd"]
-        if client.handover is not None and name != "subscribe":
-            # A control connection (CLI, monitoring) speaks first: live events only, never
-            # the scans that waited for an HIS.
+        if client.handover is not None and name in CONTROL_COMMANDS:
+            # A control connection (CLI, monitoring) asks before it listens: it may watch live
+            # events, but it never takes a scan that waits for an HIS, nor counts as one.
             client.control_only = True
             client.handover.cancel()
             client.handover = None
