@@ -49,13 +49,15 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
     path = resolve_socket_path(socket_path)
     sock, stream = connect(path, timeout)
     try:
+        # Subscribe to no device first: a tool asking a question takes no scan meant for the HIS.
+        stream.write(b'{"cmd":"subscribe","devices":[]}\n')
         stream.write((json.dumps(cmd, ensure_ascii=False) + "\n").encode())
         while True:
             line = stream.readline()
             if not line:
                 raise ClientError(f"{path}: the daemon closed the connection")
             msg = json.loads(line)
-            if msg.get("type") == "reply":
+            if msg.get("type") == "reply" and msg.get("cmd") == cmd.get("cmd"):
                 return msg
     except TimeoutError:
         raise ClientError(f"{path}: no reply within {timeout} s") from None

@@ -228,18 +228,6 @@ async def test_a_scan_no_client_could_take_is_queued_not_counted_delivered(sink:
     stuck.close()
 
 
-async def test_a_scan_seen_only_by_a_control_client_still_waits_for_the_his(sink: SocketSink) -> None:
-    cli = await AClient.connect(sink.config.path)
-    assert (await cli.command({"cmd": "status"}))["ok"]  # a monitoring connection
-    sink.deliver(scan("134567890123450006", ttl_s=30))
-    assert (await cli.next())["code"] == "134567890123450006"  # it may watch live traffic
-    assert sink.status()["queued"] == 1
-    assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == 0
-    his = await AClient.connect(sink.config.path)
-    assert (await his.next())["code"] == "134567890123450006"
-    assert sink.metrics.value("scannerd_delivered_total", {"sink": "socket"}) == 1
-
-
 async def test_a_scan_past_its_ttl_is_never_delivered(sink: SocketSink) -> None:
     his = await AClient.connect(sink.config.path)
     await asyncio.sleep(0.3)

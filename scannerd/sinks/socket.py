@@ -197,14 +197,12 @@ class SocketSink(Sink):
         line = dumps(encode_event(event, now))
         written = 0
         for client in receivers:
-            if self._write(client, line) and not client.control_only:
+            if self._write(client, line):
                 written += 1
         if not isinstance(event, ScanEvent):
             return
         if written == 0:
-            # No subscriber took it (gone, stuck, or only control connections watching):
-            # it waits for an HIS like any scan made while none is connected.
-            self._queue(event)
+            self._queue(event)  # every receiver was gone or stuck: wait for the next one
             return
         self.metrics.inc("scannerd_delivered_total", {"sink": self.name})
         self.metrics.observe("scannerd_delivery_latency_seconds", (now - event.completed_ns) / 1e9, {"sink": self.name})
@@ -324,8 +322,8 @@ class SocketSink(Sink):
             return reply("?", False, error=str(e))
         name = cmd["cmd"]
         if client.handover is not None and name in CONTROL_COMMANDS:
-            # A control connection (CLI, monitoring) asks before it listens: it may watch live
-            # events, but it never takes a scan that waits for an HIS, nor counts as one.
+            # A control connection (CLI, monitoring) asks before it listens: it never takes
+            # the scans that wait for an HIS.
             client.control_only = True
             client.handover.cancel()
             client.handover = None
