@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import socket as _socket
 import time
@@ -226,8 +227,9 @@ class Daemon:
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
 
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
-        """A configured entry with an explicit path: its source waits for that path itself."""
-        return bool(scanner.path) and scanner in self.config.scanners
+        """A configured serial entry with an explicit path: its source waits for that path itself.
+        (An evdev source ends on unplug or a refused grab; discovery brings it back.)"""
+        return scanner.transport == "serial" and bool(scanner.path) and scanner in self.config.scanners
 
     async def _run_source(self, name: str, source: Source) -> None:
         started = time.monotonic()
@@ -245,9 +247,15 @@ class Daemon:
                 del self.running[name]
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
-                    tries = 0 if time.monotonic() - started > 30 else self._retries.get(source.device.path, 0)
-                    self._retries[source.device.path] = tries + 1
-                    self.discovery.forget(source.device.path, retry_after_s=min(60.0, 2.0 * 2**tries))
+                    # Discovery keys devices by kernel node; a configured path may be a by-id link.
+                    node = os.path.realpath(source.device.path)
+                    tries = 0 if time.monotonic() - started > 30 else self._retries.get(node, 0)
+                    self._retries[node] = tries + 1
+                    self.discovery.forget(node, retry_after_s=min(60.0, 2.0 * 2**tries))
+
+    async def _reap(self, running: _Running) -> None:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
 
     async def _stop_source(self, name: str) -> None:
         running = self.running.pop(name, None)
@@ -277,12 +285,14 @@ class Daemon:
         if running is None:
             self._start_source(scanner, found.devnode)
             return
-        if isinstance(running.source, SerialSource) and not running.source.present:
-            if running.source.reopen or running.source.device.path == found.devnode:
-                running.source.poke()  # same node (or a configured link): reopen now
-            else:
-                # Back under another node (ttyACM0 → ttyACM1): follow it.
-                self._spawn(self._restart_source(scanner, found.devnode))
+        if running.source.present:
+            return
+        if isinstance(running.source, SerialSource) and running.source.reopen:
+            running.source.poke()  # a configured path: reopen it now
+        elif os.path.realpath(running.source.device.path) != found.devnode:
+            # Back under another node (ttyACM0 → ttyACM1) while the old source still waits on
+            # the old one: replace it. (Same node: it is starting, or ending and retried.)
+            self._spawn(self._restart_source(scanner, found.devnode))
 
     async def _restart_source(self, scanner: ScannerConfig, devnode: str) -> None:
         await self._stop_source(scanner.name)
@@ -294,10 +304,14 @@ class Daemon:
         # so it never reopens whatever device gets that node name next.
         self._retries.pop(devnode, None)
         for name, running in list(self.running.items()):
-            if not self._polls_its_path(running.scanner) and running.source.device.path == devnode:
+            if not self._polls_its_path(running.scanner) and os.path.realpath(running.source.device.path) == devnode:
+                # Out of the table now, not after the task ends: an `add` for the same scanner
+                # may follow in the same udev batch (a USB reset) and must start a fresh source.
+                del self.running[name]
                 running.source.input.abort("device_removed")
                 running.source.set_state("absent", "removed")
-                self._spawn(self._stop_source(name))
+                running.task.cancel()
+                self._spawn(self._reap(running))
 
     # --- reload ---------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ BAD = [
     ("[mqtt]\nport = 1883\n", "mqtt.host: expected the broker host name or address"),
     ('[mqtt]\nhost = "b"\nca_file = "/nonexistent/ca.pem"\n', 'mqtt.ca_file: expected an existing file, got "/nonexistent/ca.pem" (not found)'),
     ('[metrics]\nlisten = "9464"\n', 'metrics.listen: expected host:port'),
+    ('[mqtt]\nhost = "b"\ntopic_prefix = "scannerd/+/x"\n', 'mqtt.topic_prefix: expected a topic prefix without the wildcards + and #'),
     ("colour = 1\n", "colour: unknown key"),
     ("scanner = 1\n", "scanner: expected [[scanner]] tables"),
     ("[site\n", "not valid TOML"),

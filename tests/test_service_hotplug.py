@@ -95,3 +95,34 @@ async def test_second_add_for_a_present_device_does_not_start_another_source(tmp
     await daemon._stop_source("serial-0c2e-0b61")
     os.close(master)
     os.close(slave)
+
+
+async def test_remove_and_add_in_one_udev_batch_restarts_the_scanner(tmp_path: Path) -> None:
+    # A USB reset: udev's remove and add for the same scanner arrive back to back.
+    daemon = Daemon(Config(socket=SocketConfig(path=str(tmp_path / "s.sock"))))
+    sink = Collect()
+    daemon.pipeline.set_sinks([sink])
+    m1, s1, node = open_pty()
+    daemon._on_device_added(found(node))
+    for _ in range(100):
+        if daemon.running["serial-0c2e-0b61"].source.present:
+            break
+        await asyncio.sleep(0.02)
+    first = daemon.running["serial-0c2e-0b61"].source
+    daemon._on_device_removed(node)
+    daemon._on_device_added(found(node))
+    for _ in range(100):
+        r = daemon.running.get("serial-0c2e-0b61")
+        if r is not None and r.source is not first and r.source.present:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the scanner was not restarted after remove+add")
+    os.close(s1)
+    code = wechat_code()
+    os.write(m1, f"{code}\r".encode())
+    event = await sink.next(ScanEvent)
+    assert isinstance(event, ScanEvent) and event.code == code
+    for name in list(daemon.running):
+        await daemon._stop_source(name)
+    os.close(m1)
