@@ -346,11 +346,16 @@ class Daemon:
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
         if new.mqtt != old.mqtt:
-            if self.mqtt_sink is not None:
-                await self.mqtt_sink.stop()
-            self.mqtt_sink = None
-            self._sync_sinks()
+            old_mqtt, self.mqtt_sink = self.mqtt_sink, None
             await self._start_mqtt(new)
+            self._sync_sinks()  # new scans go to the new sink from here on
+            if old_mqtt is not None:
+                waiting = old_mqtt.take_pending()  # type: ignore[attr-defined]
+                await old_mqtt.stop()
+                if self.mqtt_sink is not None:
+                    # Scans queued for a broker that refused us (the reason for this reload,
+                    # often) are still worth sending while within their TTL.
+                    self.mqtt_sink.adopt_pending(waiting)  # type: ignore[attr-defined]
         self._sync_sinks()
         if new.metrics != old.metrics:
             if self.metrics_server is not None:

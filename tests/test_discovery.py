@@ -334,3 +334,29 @@ async def test_real_pyudev_monitor_starts_on_this_machine() -> None:
     assert disc._fd is not None
     disc.stop()
     assert disc._fd is None
+
+
+async def test_lost_udev_events_are_recovered_by_resync() -> None:
+    # An event storm overflows the netlink buffer (ENOBUFS): the "add" of a scanner is lost.
+    # Discovery looks at what is present instead of waiting for a replug.
+    present: list[FakeUdevDevice] = []
+    added: list[FoundDevice] = []
+
+    class OverflowingMonitor(FakeMonitor):
+        def poll(self, timeout: float | None = None) -> FakeUdevDevice | None:
+            if self.pending and self.pending[0] == "overflow":  # type: ignore[comparison-overlap]
+                self.pending.pop(0)
+                self.r.recv(1)
+                raise OSError(105, "No buffer space available")
+            return super().poll(timeout)
+
+    monitor = OverflowingMonitor()
+    disc = Discovery(AUTO, added.append, lambda _: None, context=FakeContext(present), monitor=monitor)
+    await disc.start()
+    assert added == []
+    present.append(input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61", device_links=[HONEYWELL_BY_ID]))
+    monitor.pending.append("overflow")  # type: ignore[arg-type]
+    monitor.w.send(b"x")
+    await asyncio.sleep(0.02)
+    assert [f.devnode for f in added] == ["/dev/input/event5"]
+    disc.stop()

@@ -409,3 +409,63 @@ async def test_unacknowledged_scan_is_never_resent(tmp_path: Path) -> None:
                     ids.append(payload(await sub.get(timeout=10))["id"])
     assert sorted(ids) == ["in-flight", "sentinel"]
     assert metrics.value("scannerd_undelivered_total", {**MQTT, "reason": "unconfirmed"}) == 1
+
+
+# -- review fixes --------------------------------------------------------------------------------
+
+
+async def test_scans_queued_under_a_wrong_password_survive_the_fixing_reload(broker: Broker) -> None:
+    # The broker refuses the password; scans queue; the admin fixes it and reloads: the new
+    # sink publishes what is still within its TTL, once.
+    assert broker.auth_port is not None
+    prefix = "t/reloadfix"
+    async with subscriber(broker.port, f"{prefix}/scan/#") as sub:
+        bad = new_sink(broker.auth_port, prefix, username=USER, password="wrong-" + PASSWORD)
+        await bad.start()
+        bad.deliver(make_scan("01RELOAD000000000000000001"))
+        bad.deliver(make_scan("01RELOAD000000000000000002"))
+        await eventually(lambda: bad.status().get("error") == "auth", what="auth refusal")
+        good = new_sink(broker.port, prefix)
+        await good.start()
+        waiting = bad.take_pending()
+        await bad.stop()
+        good.adopt_pending(waiting)
+        try:
+            ids = sorted([payload(await sub.get_on(f"{prefix}/scan/#"))["id"], payload(await sub.get_on(f"{prefix}/scan/#"))["id"]])
+            assert ids == ["01RELOAD000000000000000001", "01RELOAD000000000000000002"]
+            with pytest.raises(AssertionError):
+                await sub.get_on(f"{prefix}/scan/#", timeout=0.5)  # nothing twice
+        finally:
+            await good.stop()
+
+
+async def test_a_broker_that_never_sends_connack_leaks_no_sockets(tmp_path: Path) -> None:
+    # A TCP listener that accepts and says nothing: every connect attempt times out.
+    held: list[asyncio.StreamWriter] = []
+
+    async def stall(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=port, topic_prefix="t/blackhole", keepalive_s=60),
+                    hostname="testhost", metrics=Metrics(), **{**FAST, "op_timeout_s": 0.3})
+    await sink.start()
+    try:
+        await eventually(lambda: sink.status().get("error") == "timeout", timeout=10, what="a CONNACK timeout")
+        await asyncio.sleep(2.0)  # several more attempts at the test backoff
+        # Each abandoned attempt used to keep its socket, a loop reader and aiomqtt's misc-loop
+        # task alive (until paho's keepalive, a minute here).
+        misc = [t for t in asyncio.all_tasks() if "misc_loop" in t.get_coro().__qualname__]  # type: ignore[union-attr]
+        assert len(misc) <= 1, f"{len(misc)} misc-loop tasks of abandoned connect attempts still alive"
+    finally:
+        await sink.stop()
+        for w in held:
+            w.close()
+        server.close()
+        for t in asyncio.all_tasks():
+            if t.get_coro().__qualname__.endswith("stall"):  # type: ignore[union-attr]
+                t.cancel()
+        await asyncio.sleep(0.1)
+    assert len(held) >= 3, "expected several connect attempts"

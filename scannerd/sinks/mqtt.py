@@ -28,6 +28,7 @@ aiomqtt facts this relies on (read from aiomqtt 2.5 client.py):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import collections
 import logging
 import ssl
@@ -123,10 +124,14 @@ class MqttConfigFileError(MqttSinkError):
 _TLS_MARKERS = ("ssl", "certificate", "tls", "handshake", "wrong version number")
 
 
-def classify_error(exc: BaseException) -> MqttSinkError:
+def classify_error(exc: BaseException, tls: bool = False) -> MqttSinkError:
     """Map whatever aiomqtt/paho/ssl raised to one typed reason (never containing a password)."""
     if isinstance(exc, MqttSinkError):
         return exc
+    low_text = str(exc).lower()
+    if tls and ("connection reset" in low_text or "eof" in low_text) and not isinstance(exc, MqttConnectError):
+        # A plain (non-TLS) listener answers a TLS hello by closing: not a network problem.
+        return MqttTlsError(f"TLS handshake failed: {exc} (is that port a TLS listener?)")
     if isinstance(exc, ssl.SSLError):
         return MqttTlsError(f"TLS handshake failed: {exc}")
     if isinstance(exc, MqttConnectError):
@@ -156,6 +161,20 @@ def classify_error(exc: BaseException) -> MqttSinkError:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+# Commands over MQTT handled at once; more are dropped (arm/disarm/status need no queue).
+MAX_PENDING_COMMANDS = 16
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close a client whose connect failed. aiomqtt 2.5 leaves paho's socket, its loop reader and
+    misc task alive when CONNACK never comes (a broker that accepts TCP and then stalls); paho's
+    own close fires on_socket_close, which unregisters both."""
+    paho = getattr(client, "_client", None)
+    if paho is not None:
+        with contextlib.suppress(Exception):
+            paho._sock_close()
 
 
 @dataclass(slots=True)
@@ -209,7 +228,7 @@ class MqttSink(Sink):
         self._last_error: MqttSinkError | None = None
         self._logged: tuple[str, str, str] | None = None
         self._connected_at: float | None = None
-        self._counts = {"published": 0, "expired": 0, "unconfirmed": 0, "dropped": 0}
+        self._counts = {"published": 0, "expired": 0, "unconfirmed": 0, "dropped": 0, "commands_dropped": 0}
 
     # -- public -------------------------------------------------------------------------------
 
@@ -254,6 +273,17 @@ class MqttSink(Sink):
             self._queue.clear()
         self._state = "disconnected"
         log.info("mqtt.stopped", undelivered=left)
+
+    def take_pending(self) -> list[ScanEvent | RejectEvent]:
+        """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload).
+        The one in flight, if any, is not among them: it is never sent twice."""
+        pending = [p.event for p in self._queue]
+        self._queue.clear()
+        return pending
+
+    def adopt_pending(self, events: list[ScanEvent | RejectEvent]) -> None:
+        for event in events:
+            self.deliver(event)  # TTL is checked again on the way in
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, DeviceStateEvent):
@@ -306,16 +336,23 @@ class MqttSink(Sink):
             self._connected_at = None
             try:
                 client = self._make_client()
-                async with client:
-                    self._connected_at = time.monotonic()
-                    await self._session(client)
+                try:
+                    async with client:
+                        self._connected_at = time.monotonic()
+                        await self._session(client)
+                except BaseException:
+                    if self._connected_at is None:
+                        _abandon(client)
+                    raise
                 self._state = "disconnected"
                 return  # the session only returns normally when stopping
             except asyncio.CancelledError:
                 self._state = "disconnected"
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed, logged reason
-                self._on_down(classify_error(exc), exc, was_connected=self._state == "connected")
+                # A reset before CONNACK on a TLS connection is a TLS problem, not the network.
+                err = classify_error(exc, tls=self._cfg.tls and self._connected_at is None)
+                self._on_down(err, exc, was_connected=self._state == "connected")
             if self._connected_at is not None and time.monotonic() - self._connected_at >= self._stable_after_s:
                 attempt = 0
             delay = backoff_delay(attempt, self._backoff_initial_s, self._backoff_max_s)
@@ -403,6 +440,12 @@ class MqttSink(Sink):
                 continue
             payload = message.payload
             data = payload if isinstance(payload, (bytes, bytearray)) else str(payload or "").encode()
+            if len(self._cmd_tasks) >= MAX_PENDING_COMMANDS:
+                # A flood on <prefix>/cmd must not grow tasks and replies without bound.
+                self._counts["commands_dropped"] += 1
+                if self._counts["commands_dropped"] == 1 or self._counts["commands_dropped"] % 100 == 0:
+                    log.warning("mqtt.cmd_dropped_busy", pending=len(self._cmd_tasks), dropped=self._counts["commands_dropped"])
+                continue
             task = asyncio.create_task(self._command(client, bytes(data)))
             self._cmd_tasks.add(task)
             task.add_done_callback(self._cmd_tasks.discard)

@@ -364,6 +364,21 @@ class Discovery:
                 pass
             self._fd = None
 
+    def resync(self) -> None:
+        """Reconcile the active table with the devices present now (after lost udev events)."""
+        if self._context is None:
+            return
+        for devnode in [d for d in self.active if not os.path.exists(d)]:
+            self.active.pop(devnode, None)
+            self._on_remove(devnode)
+        try:
+            present = list_descriptions(self._context)
+        except OSError as e:
+            log.warning("udev_enumerate_failed", error=str(e))
+            return
+        for desc in present:
+            self._consider(desc)
+
     def forget(self, devnode: str, retry_after_s: float | None = None) -> None:
         """A source for `devnode` ended without a udev remove (grab refused, read error):
         drop it from the active table and, optionally, look at the node again later."""
@@ -390,7 +405,10 @@ class Discovery:
             try:
                 device = self._monitor.poll(timeout=0)
             except OSError as e:
-                log.warning("udev_receive_failed", error=str(e))
+                # ENOBUFS: an event storm overflowed the netlink buffer and events were lost.
+                # Look at what is there now rather than wait for a replug that may never come.
+                log.warning("udev_receive_failed", error=str(e), resync=True)
+                self.resync()
                 return
             if device is None:
                 return
