@@ -13,7 +13,7 @@ import signal
 import socket as _socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -32,6 +32,9 @@ from .sinks.base import Sink
 from .sinks.socket import SocketInUse, SocketSink
 from .sources.base import Source
 from .sources.serial import SerialSource
+
+if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
+    from .sinks.mqtt import MqttSink
 
 log = structlog.get_logger("scannerd.service")
 
@@ -91,7 +94,7 @@ class Daemon:
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
         self.socket_sink: SocketSink | None = None
-        self.mqtt_sink: Sink | None = None
+        self.mqtt_sink: MqttSink | None = None
         self.running: dict[str, _Running] = {}
         self.discovery: Any = None
         self.metrics_server: MetricsServer | None = None
@@ -350,12 +353,12 @@ class Daemon:
             await self._start_mqtt(new)
             self._sync_sinks()  # new scans go to the new sink from here on
             if old_mqtt is not None:
-                waiting = old_mqtt.take_pending()  # type: ignore[attr-defined]
+                waiting = old_mqtt.take_pending()
                 await old_mqtt.stop()
                 if self.mqtt_sink is not None:
                     # Scans queued for a broker that refused us (the reason for this reload,
                     # often) are still worth sending while within their TTL.
-                    self.mqtt_sink.adopt_pending(waiting)  # type: ignore[attr-defined]
+                    self.mqtt_sink.adopt_pending(waiting)
         self._sync_sinks()
         if new.metrics != old.metrics:
             if self.metrics_server is not None:
