@@ -348,6 +348,16 @@ async def test_tls_with_a_wrong_ca_is_refused_with_a_clear_error(broker: Broker,
     assert len(errors) == 1 and errors[0]["log_level"] == "error" and errors[0]["error"] == "tls"
 
 
+async def test_tls_against_a_plain_listener_is_reported_as_tls(broker: Broker, pki: dict[str, Any]) -> None:
+    # A technician points tls = true at port 1883: the broker drops the TLS hello. That is a
+    # configuration problem to report as such, not "cannot reach the broker".
+    sink = new_sink(broker.port, "t/tlsplain", tls=True, ca_file=str(pki["ca"]))
+    async with running(sink):
+        await eventually(lambda: sink.status().get("error") is not None, what="an error status")
+        st = sink.status()
+    assert st["error"] == "tls", st
+
+
 # -- latency -------------------------------------------------------------------------------------
 
 
