@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, ScannerConfig, load_config
 
 
 def add_config_option(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,23 @@ def config_or_exit_code(args: argparse.Namespace) -> Config | int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def resolve_or_exit_code(args: argparse.Namespace) -> tuple[Config, list[Any], str, ScannerConfig] | int:
+    """Config, udev devices, and the device `args.device` names (a path, a by-id link or a
+    [[scanner]] name) with its scanner entry; or the exit code after printing why not."""
+    from ..sources.discovery import resolve_device
+
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
+    descs = udev_descriptions()
+    resolved = resolve_device(config, args.device, descs)
+    if isinstance(resolved, str):
+        print(f"error: {resolved}", file=sys.stderr)
+        return 2
+    path, scanner = resolved
+    return config, descs, path, scanner
 
 
 def udev_descriptions() -> list[Any]:

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ..config import LAYOUTS
-from ..sources.discovery import resolve_device
 from ..sources.evdev_wedge import EvdevLike, open_input_device
 from ..sources.keymap import EV_KEY, KEY_PRESS
 from ..sources.recording import event_line, header_line
-from ._common import add_config_option, config_or_exit_code, udev_descriptions
+from ._common import add_config_option, resolve_or_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,15 +45,10 @@ class RecordStats:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_or_exit_code(args)
-    if isinstance(config, int):
-        return config
-    descs = udev_descriptions()
-    resolved = resolve_device(config, args.device, descs)
-    if isinstance(resolved, str):
-        print(f"error: {resolved}", file=sys.stderr)
-        return 2
-    path, scanner = resolved
+    resolved = resolve_or_exit_code(args)
+    if isinstance(resolved, int):
+        return resolved
+    _config, descs, path, scanner = resolved
     layout = args.layout or scanner.layout
     desc = next((d for d in descs if d.devnode == path), None)
     try:
@@ -115,9 +109,8 @@ async def record(dev: EvdevLike, out: IO[str], *, grab: bool = True, duration: f
             dev.grab()
             grabbed = True
         loop.add_reader(fd, readable)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         stopper = loop.create_task(stop.wait())
         done, _ = await asyncio.wait({stopper, gone}, timeout=duration or None, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -127,9 +120,8 @@ async def record(dev: EvdevLike, out: IO[str], *, grab: bool = True, duration: f
             stats.ended = "duration"
     finally:
         loop.remove_reader(fd)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         if grabbed:
             with contextlib.suppress(OSError):
                 dev.ungrab()

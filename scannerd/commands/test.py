@@ -20,7 +20,6 @@ from typing import Any
 
 from ..config import LAYOUTS, Config, ScannerConfig
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected, mask
-from ..sources.discovery import resolve_device
 from ..sources.evdev_wedge import (
     EvdevLike,
     EvdevWedgeSource,
@@ -29,7 +28,7 @@ from ..sources.evdev_wedge import (
 )
 from ..sources.human import diagnose, max_gap_ms
 from ..sources.keymap import EV_KEY, decode_keys, get_layout
-from ._common import add_config_option, config_or_exit_code, udev_descriptions
+from ._common import add_config_option, resolve_or_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,15 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_or_exit_code(args)
-    if isinstance(config, int):
-        return config
-    descs = udev_descriptions()
-    resolved = resolve_device(config, args.device, descs)
-    if isinstance(resolved, str):
-        print(f"error: {resolved}", file=sys.stderr)
-        return 2
-    path, scanner = resolved
+    resolved = resolve_or_exit_code(args)
+    if isinstance(resolved, int):
+        return resolved
+    config, _descs, path, scanner = resolved
     scanner = replace(scanner, transport="evdev", path=path, grab=scanner.grab and not args.no_grab,
                       layout=args.layout or scanner.layout)
     return asyncio.run(_test(config, scanner, args))
@@ -93,6 +87,8 @@ class _Tester:
         notes = self.source.decoder.take_notes()
         keys, self.keys = self.keys, []
         self.count += 1
+        if self.limit and self.count >= self.limit:
+            self.done.set()  # the report below still prints: done is only awaited afterwards
         shown = item.text if self.show else mask(item.text)
         if isinstance(item, Rejected):
             print(f"#{self.count} reject: {item.reason}  {shown!r}")
@@ -101,8 +97,6 @@ class _Tester:
             if item.reason == "no_terminator":
                 print(f"   ! no terminator: the read ended on the {self.scanner.idle_gap_ms} ms idle gap without "
                       f"{self.scanner.terminator}; program a CR suffix on the scanner, or set terminator = \"none\"")
-            if self.limit and self.count >= self.limit:
-                self.done.set()
             return
         channel, label = self.channel_of(item.text, item.symbology)
         upper, _ = self.channel_of(item.text.upper(), item.symbology)
@@ -119,8 +113,6 @@ class _Tester:
         for w in warnings:
             # Layout hints quote the re-decoded text: mask it like the code itself.
             print(f"   ! {w if self.show else _mask_quoted(w, others)}")
-        if self.limit and self.count >= self.limit:
-            self.done.set()
 
     def on_state(self, ev: DeviceStateEvent) -> None:
         if ev.state == "present":
