@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import abc
-from typing import Any
+import collections
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..model import Event
+
+
+T = TypeVar("T")
+
+
+def drop_expired(
+    queue: collections.deque[T], now_ns: int, expires_ns: Callable[[T], int | None], on_expired: Callable[[T], None]
+) -> collections.deque[T]:
+    """The items of `queue` still within their TTL at now_ns, in order; each expired one goes to
+    on_expired (which counts and logs it). Sinks queue scans for a peer that is away; none may
+    hand one out past its TTL."""
+    keep: collections.deque[T] = collections.deque()
+    for item in queue:
+        deadline = expires_ns(item)
+        if deadline is not None and now_ns >= deadline:
+            on_expired(item)
+        else:
+            keep.append(item)
+    return keep
 
 
 class Sink(abc.ABC):

@@ -46,7 +46,7 @@ from ..config import MqttConfig
 from ..metrics import Metrics
 from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
 from ..protocol import ProtocolError
-from .base import Sink
+from .base import Sink, drop_expired
 from .mqtt_topics import (
     REJECT_QUEUE_TTL_S,
     STATUS_OFFLINE,
@@ -128,8 +128,9 @@ def classify_error(exc: BaseException, tls: bool = False) -> MqttSinkError:
     """Map whatever aiomqtt/paho/ssl raised to one typed reason (never containing a password)."""
     if isinstance(exc, MqttSinkError):
         return exc
-    low_text = str(exc).lower()
-    if tls and ("connection reset" in low_text or "eof" in low_text) and not isinstance(exc, MqttConnectError):
+    text = str(exc)
+    low = text.lower()
+    if tls and ("connection reset" in low or "eof" in low) and not isinstance(exc, MqttConnectError):
         # A plain (non-TLS) listener answers a TLS hello by closing: not a network problem.
         return MqttTlsError(f"TLS handshake failed: {exc} (is that port a TLS listener?)")
     if isinstance(exc, ssl.SSLError):
@@ -143,8 +144,6 @@ def classify_error(exc: BaseException, tls: bool = False) -> MqttSinkError:
             # mosquitto answers 5, not 4, to a wrong password.
             return MqttAuthError("broker refused the connection: not authorised (check username and password)")
         return MqttSinkError(f"broker refused the connection: {exc}")
-    text = str(exc)
-    low = text.lower()
     if isinstance(exc, MqttError):
         if any(m in low for m in _TLS_MARKERS):
             return MqttTlsError(f"TLS handshake failed: {text}")
@@ -226,7 +225,7 @@ class MqttSink(Sink):
 
         self._state = "disconnected"
         self._last_error: MqttSinkError | None = None
-        self._logged: tuple[str, str, str] | None = None
+        self._logged: tuple[str, str] | None = None  # the last state change logged, with its error kind
         self._connected_at: float | None = None
         self._counts = {"published": 0, "expired": 0, "unconfirmed": 0, "dropped": 0, "commands_dropped": 0}
 
@@ -487,11 +486,15 @@ class MqttSink(Sink):
                 return
             self._wake.clear()
             await self._wake.wait()
-            if self._stopping.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+            if self._drain_over():
                 return
 
+    def _drain_over(self) -> bool:
+        """Stopping, and the time stop() allows for publishing the queue has run out."""
+        return self._stopping.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline
+
     def _next_pending(self) -> _Pending | None:
-        if self._stopping.is_set() and self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+        if self._drain_over():
             return None
         now = time.monotonic_ns()
         while self._queue:
@@ -537,15 +540,7 @@ class MqttSink(Sink):
     # -- queue hygiene and state logging --------------------------------------------------------
 
     def _purge_expired(self, now: int) -> None:
-        if not any(p.expires_ns is not None and now >= p.expires_ns for p in self._queue):
-            return
-        keep: collections.deque[_Pending] = collections.deque()
-        for p in self._queue:
-            if p.expires_ns is not None and now >= p.expires_ns:
-                self._expire(p.event, now)
-            else:
-                keep.append(p)
-        self._queue = keep
+        self._queue = drop_expired(self._queue, now, lambda p: p.expires_ns, lambda p: self._expire(p.event, now))
 
     def _expire(self, event: ScanEvent | RejectEvent, now: int) -> None:
         self._counts["expired"] += 1
@@ -559,7 +554,7 @@ class MqttSink(Sink):
     def _on_up(self) -> None:
         self._state = "connected"
         self._last_error = None
-        self._logged = ("connected", "", "")
+        self._logged = ("connected", "")
         log.info("mqtt.connected", broker=f"{self._cfg.host}:{self._cfg.port}", queued=len(self._queue) + len(self._states))
 
     def _on_down(self, err: MqttSinkError, exc: BaseException, *, was_connected: bool) -> None:
@@ -571,16 +566,17 @@ class MqttSink(Sink):
             # Unexpected: keep the traceback, for the bug report.
             fields["exc_info"] = exc
         if was_connected:
-            self._logged = ("lost", "", "")
+            self._logged = ("lost", "")
             log.warning("mqtt.connection_lost", **fields)
             return
-        key = ("failed", err.kind, "")
+        key = ("failed", err.kind)
         if key == self._logged:
             log.debug("mqtt.retry_failed", error=err.kind)
             return  # the same failure as last time: one line per change, not one per retry
         self._logged = key
         level = log.error if err.kind in ("tls", "auth", "config") else log.warning
         level("mqtt.connect_failed", **fields)
+
 
 def _describe(event: ScanEvent | RejectEvent) -> dict[str, Any]:
     """Log fields for an event: id, device, kind. Never the code."""

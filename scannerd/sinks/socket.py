@@ -27,7 +27,7 @@ from ..config import SocketConfig
 from ..metrics import Metrics
 from ..model import Event, ScanEvent, mask
 from ..protocol import ProtocolError, dumps, encode_event, hello, parse_command, reply
-from .base import Sink
+from .base import Sink, drop_expired
 
 log = structlog.get_logger("scannerd.socket")
 
@@ -243,14 +243,9 @@ class SocketSink(Sink):
 
     def _expire_pending(self) -> None:
         self._expiry = None
-        now = time.monotonic_ns()
-        keep: collections.deque[ScanEvent] = collections.deque()
-        for event in self._pending:
-            if event.expires_ns is not None and now >= event.expires_ns:
-                self._expired(event, "ttl passed with no subscriber")
-            else:
-                keep.append(event)
-        self._pending = keep
+        self._pending = drop_expired(
+            self._pending, time.monotonic_ns(), lambda e: e.expires_ns, lambda e: self._expired(e, "ttl passed with no subscriber")
+        )
         self._arm_expiry()
 
     def _flush_pending(self, client: _Client) -> None:
