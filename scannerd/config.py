@@ -96,7 +96,7 @@ class ScannerConfig:
     role: str = "window"
     area: str = ""  # empty: site.area
     terminator: str = "CR"
-    idle_gap_ms: int = 50
+    idle_gap_ms: int = 0  # 0: the transport's default (default_idle_gap_ms), set on creation
     prefix: str = ""
     suffix: str = ""
     max_length: int = 512
@@ -113,6 +113,12 @@ class ScannerConfig:
     alt_numpad: bool = False
     human_max_median_gap_ms: float = 15.0
     human_min_chars: int = 6
+
+    def __post_init__(self) -> None:
+        # Every way a scanner entry is made (config, auto-detect, `scannerd test`, replay) gets
+        # the idle gap its transport needs unless one was given.
+        if self.idle_gap_ms == 0:
+            object.__setattr__(self, "idle_gap_ms", default_idle_gap_ms(self.transport))
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +338,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
         terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
-        idle_gap_ms=t.number("idle_gap_ms", default_idle_gap_ms(transport), 5, 5000),
+        idle_gap_ms=t.number("idle_gap_ms", 0, 5, 5000) if "idle_gap_ms" in t.data else 0,  # 0: by transport
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
         max_length=t.number("max_length", 512, 8, 65536),

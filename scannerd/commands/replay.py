@@ -16,7 +16,6 @@ from typing import Any
 from ..config import (
     LAYOUTS,
     ScannerConfig,
-    default_idle_gap_ms,
 )
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
@@ -52,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RecordingError, UnicodeDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us",
-                            idle_gap_ms=default_idle_gap_ms("evdev"))
+    scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us")
     if args.scanner:
         entry = next((s for s in config.scanners if s.name == args.scanner), None)
         if entry is None:

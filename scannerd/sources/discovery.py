@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from ..config import Config, ScannerConfig, default_idle_gap_ms
+from ..config import Config, ScannerConfig
 
 log = structlog.get_logger("scannerd.discovery")
 
@@ -130,8 +130,12 @@ def auto_name(desc: DeviceDescription) -> str:
         base = "-".join(p for p in (_transport_for(desc.subsystem), desc.vid, desc.pid, desc.serial) if p)
     if not base:
         base = f"{_transport_for(desc.subsystem)}-{os.path.basename(desc.devnode)}"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_") or "scanner"
-    return name[:64]
+    return _scanner_name(base)
+
+
+def _scanner_name(base: str) -> str:
+    """A valid scanner name (config's rule: it becomes an MQTT topic level) from any text."""
+    return (re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("_") or "scanner")[:64]
 
 
 def _auto_reason(config: Config, desc: DeviceDescription) -> str | None:
@@ -188,7 +192,7 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
     if not config.discovery.auto:
         return MatchResult("ignored", f"would be auto-detected ({why}) but [discovery] auto = false")
     path = desc.by_id or desc.devnode
-    scanner = ScannerConfig(name=auto_name(desc), transport=transport, path=path, idle_gap_ms=default_idle_gap_ms(transport))
+    scanner = ScannerConfig(name=auto_name(desc), transport=transport, path=path)
     return MatchResult("auto", f"auto-detected: {why}", scanner)
 
 
@@ -226,11 +230,9 @@ def resolve_device(config: Config, arg: str | None, descriptions: Iterable[Devic
         for d in descs:
             if arg == d.devnode or real == d.devnode or arg in d.links:
                 r = match_device(config, d)
-                scanner = r.scanner or ScannerConfig(name=auto_name(d), transport=transport, path=d.devnode,
-                                                     idle_gap_ms=default_idle_gap_ms(transport))
+                scanner = r.scanner or ScannerConfig(name=auto_name(d), transport=transport, path=d.devnode)
                 return d.devnode, scanner
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(arg)) or "device"
-        return arg, ScannerConfig(name=name[:64], transport=transport, path=arg, idle_gap_ms=default_idle_gap_ms(transport))
+        return arg, ScannerConfig(name=_scanner_name(os.path.basename(arg)), transport=transport, path=arg)
     return f"{arg!r} is neither a device path nor a [[scanner]] name in {config.source}"
 
 
