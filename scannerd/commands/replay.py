@@ -20,7 +20,7 @@ from ..config import (
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
 from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
-from ._common import config_or_exit_code
+from ._common import classifier_or_none, config_or_exit_code
 
 _TERMINATORS = ("CR", "LF", "CRLF", "TAB", "none")
 
@@ -78,23 +78,13 @@ def run(args: argparse.Namespace) -> int:
     results = replay(rec, framing_spec(scanner), layout=scanner.layout, device=scanner.name,
                      alt_numpad=scanner.alt_numpad, shared_keyboard=scanner.shared_keyboard,
                      human_max_median_gap_ms=scanner.human_max_median_gap_ms, human_min_chars=scanner.human_min_chars)
-    classifier = _classifier(config)
+    classifier = classifier_or_none(config)
     for r in results:
         row = to_row(r, classifier, show=args.show)
         print(json.dumps(row, ensure_ascii=False) if args.json else render(row))
     if not args.json:
         print(f"{len(results)} event(s) from {len(rec.events)} input events, layout {scanner.layout}", file=sys.stderr)
     return 0
-
-
-def _classifier(config: Any) -> Any:
-    try:
-        from ..classify import Classifier
-
-        return Classifier.build(config.rules, config.classify)
-    except Exception as e:  # noqa: BLE001 - replay without classification is still useful
-        print(f"note: no classification ({type(e).__name__}: {e})", file=sys.stderr)
-        return None
 
 
 def to_row(r: ReplayItem, classifier: Any, *, show: bool) -> dict[str, Any]:

@@ -13,10 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from ..config import LAYOUTS, Config, ScannerConfig
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected, mask
@@ -28,7 +26,7 @@ from ..sources.evdev_wedge import (
 )
 from ..sources.human import diagnose, max_gap_ms
 from ..sources.keymap import EV_KEY, decode_keys, get_layout
-from ._common import add_config_option, resolve_or_exit_code
+from ._common import add_config_option, classifier_or_none, resolve_or_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,13 +63,7 @@ class _Tester:
         self.show = show
         self.keys: list[tuple[int, int]] = []
         self.count = 0
-        self.classifier: Any = None
-        try:
-            from ..classify import Classifier
-
-            self.classifier = Classifier.build(config.rules, config.classify)
-        except Exception as e:  # noqa: BLE001 - still useful without a classifier
-            print(f"note: no classification ({type(e).__name__}: {e})", file=sys.stderr)
+        self.classifier = classifier_or_none(config)
         self.source: EvdevWedgeSource | None = None
         self.done = asyncio.Event()
         self.limit = 0
