@@ -163,9 +163,17 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
+    # The classifier compiled from rules + classify while validating them; not part of equality.
+    compiled: Any = field(default=None, compare=False, repr=False)
 
     def scanner_area(self, scanner: ScannerConfig) -> str:
         return scanner.area or self.site.area
+
+    def classifier(self) -> Any:
+        """The classifier for this config (built once, when the config was read)."""
+        if self.compiled is None:
+            object.__setattr__(self, "compiled", _build_classifier(self))
+        return self.compiled
 
 
 # --- reading values ---------------------------------------------------------------------
@@ -458,20 +466,17 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         rules=tuple(rules),
         classify=dict(classify),
     )
-    _validate_rules(config)
+    config.classifier()  # site rules are checked by the classifier that will run them
     return config
 
 
-def _validate_rules(config: Config) -> None:
-    """Site rules are checked by the classifier that will run them: one source of truth."""
+def _build_classifier(config: Config) -> Any:
+    from .classify import Classifier, RuleError  # here: classify imports model, not config
+
     try:
-        from .classify import Classifier, RuleError
-    except ImportError:  # classifier not built yet in this checkout
-        return
-    try:
-        Classifier.build(config.rules, config.classify)
+        return Classifier.build(config.rules, config.classify)
     except RuleError as e:
-        raise ConfigError(config.source, e.key, str(e).split(": ", 1)[-1]) from None
+        raise ConfigError(config.source, e.key, e.message) from None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

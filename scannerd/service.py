@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import __version__
-from .classify import Classifier
 from .census import Census
 from .config import Config, ConfigError, ScannerConfig, load_config
 from .framing import TERMINATORS, FramingSpec
@@ -90,7 +89,7 @@ class Daemon:
         self.started = time.monotonic()
         self.metrics = Metrics()
         self.census = Census.from_options(config.classify)
-        self.classifier = Classifier.build(config.rules, config.classify)
+        self.classifier = config.classifier()
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
         self.socket_sink: SocketSink | None = None
@@ -333,7 +332,7 @@ class Daemon:
     async def _reload(self) -> bool:
         try:
             new = load_config(self.config_path)
-            classifier = Classifier.build(new.rules, new.classify)
+            classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)
             return False

@@ -39,18 +39,6 @@ def resolve_or_exit_code(args: argparse.Namespace) -> tuple[Config, list[Any], s
     return config, descs, path, scanner
 
 
-def classifier_or_none(config: Config) -> Any:
-    """The site's classifier, or None (with a note) when its rules cannot be built: a technician
-    replaying or testing a scanner still learns a lot without classification."""
-    try:
-        from ..classify import Classifier
-
-        return Classifier.build(config.rules, config.classify)
-    except Exception as e:  # noqa: BLE001
-        print(f"note: no classification ({type(e).__name__}: {e})", file=sys.stderr)
-        return None
-
-
 def udev_descriptions() -> list[Any]:
     """Input and tty devices as discovery sees them; empty where there is no udev."""
     try:

@@ -47,8 +47,7 @@ def _codes(args: argparse.Namespace) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        clf = Classifier.build(config.rules, config.classify)
+        clf = load_config(args.config).classifier()
     except (ConfigError, RuleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

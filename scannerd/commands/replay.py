@@ -20,7 +20,7 @@ from ..config import (
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
 from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
-from ._common import classifier_or_none, config_or_exit_code
+from ._common import config_or_exit_code
 
 _TERMINATORS = ("CR", "LF", "CRLF", "TAB", "none")
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     results = replay(rec, framing_spec(scanner), layout=scanner.layout, device=scanner.name,
                      alt_numpad=scanner.alt_numpad, shared_keyboard=scanner.shared_keyboard,
                      human_max_median_gap_ms=scanner.human_max_median_gap_ms, human_min_chars=scanner.human_min_chars)
-    classifier = classifier_or_none(config)
+    classifier = config.classifier()  # validated when the config was read
     for r in results:
         row = to_row(r, classifier, show=args.show)
         print(json.dumps(row, ensure_ascii=False) if args.json else render(row))

@@ -26,7 +26,7 @@ from ..sources.evdev_wedge import (
 )
 from ..sources.human import diagnose, max_gap_ms
 from ..sources.keymap import EV_KEY, decode_keys, get_layout
-from ._common import add_config_option, classifier_or_none, resolve_or_exit_code
+from ._common import add_config_option, resolve_or_exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,14 +63,12 @@ class _Tester:
         self.show = show
         self.keys: list[tuple[int, int]] = []
         self.count = 0
-        self.classifier = classifier_or_none(config)
+        self.classifier = config.classifier()  # validated when the config was read
         self.source: EvdevWedgeSource | None = None
         self.done = asyncio.Event()
         self.limit = 0
 
     def channel_of(self, text: str, symbology: str | None) -> tuple[str | None, str]:
-        if self.classifier is None:
-            return None, ""
         c = self.classifier.classify(text, symbology)
         return c.channel, f"{c.channel}/{c.kind} (rule {c.rule})" + (f" REJECTED: {c.reject_reason}" if c.reject_reason else "")
 
