@@ -140,6 +140,10 @@ class Client:
         self.send(cmd)
         return self.next_of("reply", timeout=timeout)
 
+    def wait_present(self, timeout: float = 5.0) -> None:
+        """Until every scanner the daemon runs has its device open."""
+        wait_for(lambda: all(d["present"] for d in self.command({"cmd": "status"})["devices"]), timeout)
+
     def close(self) -> None:
         self.sock.close()
 

@@ -51,7 +51,7 @@ def test_serial_scan_reaches_client_classified_and_timed(rig: tuple[Daemon, PtyS
     daemon, pty, sock = rig
     client = Client(sock)
     assert client.hello["protocol"] == 1
-    wait_for(lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+    client.wait_present()
     pty.release_slave()
     codes = {"wechat": wechat_code(), "alipay": alipay_code(), "unionpay": unionpay_code()}
     for code in codes.values():
@@ -157,7 +157,7 @@ def test_unplug_and_replug_while_client_connected(rig: tuple[Daemon, PtyScanner,
     assert client.next_of("device")["state"] == "absent"
     pty.replug()
     assert client.next_of("device")["state"] == "present"
-    wait_for(lambda: Client(sock).command({"cmd": "status"})["devices"][0]["present"], 5)
+    Client(sock).wait_present()
     pty.release_slave()
     code = wechat_code()
     pty.write(f"{code}\r".encode())

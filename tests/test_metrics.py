@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
+from helpers import Client, Daemon, PtyScanner, wechat_code
 from scannerd.metrics import Histogram, Metrics
 
 
@@ -51,7 +51,7 @@ def test_daemon_serves_metrics_over_http(tmp_path: Path) -> None:
         daemon.wait_ready()
         client = Client(sock)
         pty.release_slave()
-        wait_for(lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+        client.wait_present()
         code = wechat_code()
         pty.write(f"{code}\r".encode())
         client.next_of("scan")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
+from helpers import Client, Daemon, PtyScanner, wechat_code
 from mqtt_broker import Broker
 from test_mqtt import broker, payload, pki, subscriber  # noqa: F401 - the session broker fixtures
 
@@ -60,7 +60,7 @@ async def test_daemon_scan_command_and_last_will(broker: Broker, tmp_path: Path,
             state = await sub.get_on(f"{PREFIX}/device/kiosk-7/state")
             assert payload(state) == {"type": "device", "device": "kiosk-7", "state": "present"}
             client = await asyncio.to_thread(Client, sock)
-            await asyncio.to_thread(wait_for, lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+            await asyncio.to_thread(client.wait_present)
             pty.release_slave()
             # A kiosk's scan window is live only while armed: before that, a read is a reject.
             early = wechat_code()
@@ -104,7 +104,7 @@ async def test_socket_works_while_broker_is_down_and_mqtt_catches_up(tmp_path: P
     try:
         await asyncio.to_thread(daemon.wait_ready)
         client = await asyncio.to_thread(Client, sock)
-        await asyncio.to_thread(wait_for, lambda: client.command({"cmd": "status"})["devices"][0]["present"], 5)
+        await asyncio.to_thread(client.wait_present)
         pty.release_slave()
         code = wechat_code()
         pty.write(f"{code}\r".encode())
