@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import os
 import termios
 import tty
@@ -31,6 +32,14 @@ class Collect:
                 return e
 
 
+async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+
+
 def open_pty() -> tuple[int, int, str]:
     master, slave = os.openpty()
     tty.setraw(master, when=termios.TCSANOW)
@@ -49,8 +58,7 @@ async def test_auto_detected_serial_scanner_restarts_on_its_new_node_after_replu
     daemon.pipeline.set_sinks([sink])
     m1, s1, node1 = open_pty()
     daemon._on_device_added(found(node1))
-    await asyncio.sleep(0.2)
-    assert daemon.running["serial-0c2e-0b61"].source.present
+    await until(lambda: daemon.running["serial-0c2e-0b61"].source.present, "the port opened")
     os.close(s1)
 
     m2, s2, node2 = open_pty()  # opened before the first closes: a different node, like ttyACM1
@@ -58,20 +66,10 @@ async def test_auto_detected_serial_scanner_restarts_on_its_new_node_after_replu
     os.close(m1)  # unplug
     # A discovered port is not polled under its old node name (another device may get it):
     # the source ends and frees its name for the replug.
-    for _ in range(100):
-        if "serial-0c2e-0b61" not in daemon.running:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("source of an unplugged discovered port did not end")
+    await until(lambda: "serial-0c2e-0b61" not in daemon.running, "the unplugged port's source ended")
     daemon._on_device_added(found(node2))  # udev: the scanner is back under another node
-    for _ in range(100):
-        r = daemon.running.get("serial-0c2e-0b61")
-        if r is not None and r.source.present and r.source.device.path == node2:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("source did not follow the scanner to its new node")
+    await until(lambda: (r := daemon.running.get("serial-0c2e-0b61")) is not None and r.source.present
+                and r.source.device.path == node2, "a source on the new node")
     os.close(s2)
     code = wechat_code()
     os.write(m2, f"{code}\r".encode())
@@ -104,20 +102,12 @@ async def test_remove_and_add_in_one_udev_batch_restarts_the_scanner(tmp_path: P
     daemon.pipeline.set_sinks([sink])
     m1, s1, node = open_pty()
     daemon._on_device_added(found(node))
-    for _ in range(100):
-        if daemon.running["serial-0c2e-0b61"].source.present:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: daemon.running["serial-0c2e-0b61"].source.present, "the port opened")
     first = daemon.running["serial-0c2e-0b61"].source
     daemon._on_device_removed(node)
     daemon._on_device_added(found(node))
-    for _ in range(100):
-        r = daemon.running.get("serial-0c2e-0b61")
-        if r is not None and r.source is not first and r.source.present:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the scanner was not restarted after remove+add")
+    await until(lambda: (r := daemon.running.get("serial-0c2e-0b61")) is not None and r.source is not first
+                and r.source.present, "the scanner restarted after remove+add")
     os.close(s1)
     code = wechat_code()
     os.write(m1, f"{code}\r".encode())
