@@ -150,8 +150,8 @@ class Pipeline:
             return self._reject(device.name, item.reason, item.text)
         frame = item
         c = self.classifier.classify(frame.text, frame.symbology)
-        if self.census is not None and (c.channel == "unknown" or c.confidence == "candidate"):
-            self.census.observe(frame.text, frame.symbology, c)
+        if self.census is not None:
+            self.census.observe(frame.text, frame.symbology, c)  # it counts unknown/candidate shapes only
         if c.reject_reason:
             return self._reject(device.name, c.reject_reason, frame.text)
         if not frame.injected and self._is_duplicate(device.name, frame.text, frame.completed_ns):
