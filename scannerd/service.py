@@ -119,12 +119,12 @@ class Daemon:
                 self._start_source(scanner, scanner.path)
         await self._start_discovery()
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
-        self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+        self.notifier.ready(self.status_line())
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
         log.info("stopping")
-        self.notifier.notify("STOPPING=1")
+        self.notifier.stopping()
         watchdog.cancel()
         status.cancel()
         await self._shutdown()
@@ -162,7 +162,7 @@ class Daemon:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(10)
-            self.notifier.notify(f"STATUS={self.status_line()}")
+            self.notifier.status(self.status_line())
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
@@ -319,14 +319,14 @@ class Daemon:
 
     async def reload(self) -> bool:
         async with self._reload_lock:
-            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            self.notifier.reloading()
             try:
                 ok = await self._reload()
             except Exception:
                 log.exception("reload_failed", kept=self.config.source)
                 ok = False
             finally:
-                self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+                self.notifier.ready(self.status_line())
             return ok
 
     async def _reload(self) -> bool:
