@@ -59,7 +59,6 @@ def data_roots() -> list[Path]:
     package = Path(__file__).resolve().parents[1]
     roots = [
         package.parent,  # a source checkout (or an editable install): <repo>/systemd, <repo>/udev
-        package / "data",  # if a build ever copies them into the package
     ]
     for base in (sys.prefix, sysconfig.get_path("data"), site.getuserbase()):
         roots.append(Path(base) / "share" / "scannerd")
