@@ -12,22 +12,21 @@ import os
 import signal
 import socket as _socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import __version__
 from .census import Census
+from .command_table import CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
+from .delivery.hub import Hub, HubError
+from .delivery.outcomes import OutcomeMetrics, Outcomes
+from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .framing import TERMINATORS, FramingSpec
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
-from .command_table import CommandContext, CommandError, CommandTable
-from .delivery.hub import Hub, HubError
-from .delivery.outcomes import OutcomeMetrics, Outcomes
-from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .pipeline import Pipeline
 from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
@@ -242,7 +241,7 @@ class Daemon:
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     # Discovery keys devices by kernel node; a configured path may be a by-id link.
-                    node = os.path.realpath(source.device.path)
+                    node = os.path.realpath(source.device.path)  # noqa: ASYNC240 - a /dev link, resolved in memory by devtmpfs
                     tries = 0 if time.monotonic() - started > 30 else self._retries.get(node, 0)
                     self._retries[node] = tries + 1
                     self.discovery.forget(node, retry_after_s=min(60.0, 2.0 * 2**tries))

@@ -151,7 +151,7 @@ class AClient:
         """Nothing arrives within `seconds`."""
         try:
             await self.next(timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, Client, Daemon, PtyScanner, alipay_code, unionpay_code, wait_for, wechat_code
 from scannerd.model import mask
+
+from helpers import REPO, Client, Daemon, PtyScanner, alipay_code, unionpay_code, wait_for, wechat_code
 
 
 def config_text(sock: Path, pty: PtyScanner, ttl_s: float = 60) -> str:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 from scannerd.command_table import COMMANDS, MQTT, SOCKET, WEBSOCKET
+
+from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -25,7 +26,7 @@ def commands_table() -> dict[str, dict[str, object]]:
         name = cells[0].strip("`")
         args = {m.group(1): "(required)" in m.group(0) for m in re.finditer(r"`(\w+)`( \(required\))?", cells[1])
                 if m.group(1) not in ("json", "prometheus")}
-        transports = {t for t, cell in zip((SOCKET, WEBSOCKET, MQTT), cells[2:5]) if cell == "✓"}
+        transports = {t for t, cell in zip((SOCKET, WEBSOCKET, MQTT), cells[2:5], strict=True) if cell == "✓"}
         rows[name] = {"args": args, "transports": transports}
     return rows
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from delivery_parts import DEVICE, KIOSK, AClient, Rig, scan
 from scannerd.delivery.outcomes import Outcome
 from scannerd.delivery.unix_socket import SocketInUse, UnixSocketServer
 from scannerd.model import RejectEvent, mask
+
+from delivery_parts import DEVICE, KIOSK, AClient, Rig, scan
 
 
 @pytest.fixture
