@@ -322,7 +322,9 @@ class Daemon:
 
     async def _reload(self) -> bool:
         try:
-            new = load_config(self.config_path)
+            # Off the loop: reading the file and compiling the site rules takes milliseconds to
+            # seconds, and a scanner sending meanwhile must not have its read cut by the idle gap.
+            new = await asyncio.to_thread(load_config, self.config_path)
             classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)

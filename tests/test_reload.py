@@ -121,3 +121,40 @@ def test_reload_moving_the_socket_carries_waiting_scans_and_a_new_area_keeps_the
     finally:
         daemon.stop()
         pty.close()
+
+
+def heavy_site_rules(n: int) -> str:
+    """Site rules of the kind a hospital adds (one per issuer prefix): building a classifier
+    from many of them takes a while, which is why a reload must not do it on the event loop."""
+    return "".join(
+        f'\n[[rule]]\nid = "site.card{i}"\nchannel = "his"\nkind = "other"\nconfidence = "site"\npriority = {300 + i}\n'
+        f'regex = \'HC{i:03d}[0-9A-F]{{8,12}}\'\nexamples = ["HC{i:03d}0123ABCD"]\nsource = "site card {i}"\n'
+        for i in range(n)
+    )
+
+
+def test_a_scan_during_a_reload_arrives_whole_with_the_default_idle_gap(tmp_path: Path) -> None:
+    """A reload (config read, classifier built, udev enumerated) while a scanner is sending must
+    not stall the loop long enough for the default 50 ms idle gap to cut the read in two."""
+    pty = PtyScanner(tmp_path)
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    block = f'\n[[scanner]]\nname = "window-1"\npath = "{pty.link}"\nterminator = "CR"\n'  # default idle gap
+    config.write_text(f'[socket]\npath = "{sock}"\n[policy]\nduplicate_window_ms = 0\n' + block + heavy_site_rules(60))
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready(30)
+        his = Client(sock)
+        his.wait_present()
+        pty.release_slave()
+        for round_ in range(4):
+            reloads = sum(1 for e in daemon.log_events() if e.get("event") == "reloaded")
+            daemon.signal(signal.SIGHUP)
+            code = wechat_code()
+            pty.write(f"{code}\r".encode(), baud=9600)  # ~20 ms of characters while the reload runs
+            got = his.next_of("scan", "reject", timeout=30)
+            assert got["type"] == "scan" and got["code"] == code, (round_, got)
+            wait_for(lambda: sum(1 for e in daemon.log_events() if e.get("event") == "reloaded") > reloads, 30)
+    finally:
+        daemon.stop()
+        pty.close()
