@@ -59,6 +59,11 @@ class _Running:
     task: asyncio.Task[None]
 
 
+def _node(path: str) -> str:
+    """The kernel node behind a configured path (often a /dev/serial/by-id or /dev/scanner link)."""
+    return os.path.realpath(path) if path else ""
+
+
 def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
     """What a running source depends on: everything but the labels its events carry."""
     return dataclasses.replace(scanner, role="window", area="")
@@ -361,13 +366,20 @@ class Daemon:
                 log.error("metrics_unavailable", listen=new.metrics.listen, error=str(e))
                 self.metrics_server = None
         wanted = {s.name: s for s in new.scanners}
+        # Sources are reconciled by the device they hold, not only by name: an entry that now
+        # names a device an auto-detected (or renamed) source holds must get that device.
+        claimed = {_node(s.path): s.name for s in new.scanners if s.path}
+        auto_detects = new.discovery.auto and not new.scanners
         for name, running in list(self.running.items()):
             keep = wanted.get(name)
-            removed = keep is None and running.scanner in old.scanners  # auto-detected ones stay
+            configured = running.scanner in old.scanners
+            # An auto-detected source stays while the new config still auto-detects.
+            removed = keep is None and (configured or not auto_detects)
             changed = keep is not None and _source_settings(keep) != _source_settings(running.scanner)
+            taken = claimed.get(_node(running.source.device.path), name) != name
             # An unchanged scanner keeps its source, its open port and any scan in flight;
             # a new area or role is only a new label on its events.
-            if removed or changed:
+            if removed or changed or taken:
                 await self._stop_source(name)
             elif keep is not None:
                 running.scanner = keep
