@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..config import LAYOUTS, Config, ScannerConfig
@@ -145,10 +145,12 @@ async def _test(config: Config, scanner: ScannerConfig, args: argparse.Namespace
     device = DeviceInfo(scanner.name, "evdev", config.scanner_area(scanner), scanner.role, scanner.path)
 
     class TapSource(EvdevWedgeSource):
-        def feed(self, etype: int, code: int, value: int, t_ns: int) -> None:
-            if etype == EV_KEY:
-                t.keys.append((code, value))
-            super().feed(etype, code, value, t_ns)
+        def feed_events(self, events: Iterable[tuple[int, int, int, int]]) -> None:
+            # One event at a time, so each scan's report gets exactly the keys typed for it.
+            for etype, code, value, t_ns in events:
+                if etype == EV_KEY:
+                    t.keys.append((code, value))
+                super().feed_events(((etype, code, value, t_ns),))
 
     # Show human bursts of a shared keyboard too (diagnose says "would NOT be emitted") rather
     # than hiding them: the source gets the filter off, with the grab the real one would have.
