@@ -24,6 +24,8 @@ ROLES = ("window", "kiosk")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
+# "auto": a frame ends at CR, LF, CRLF or TAB; the others are one terminator (none: the idle gap only).
+TERMINATOR_NAMES = ("auto", "CR", "LF", "CRLF", "TAB", "none")
 
 T = TypeVar("T")
 
@@ -97,7 +99,7 @@ class ScannerConfig:
     encoding: str = "utf-8"
     role: str = "window"
     area: str = ""  # empty: site.area
-    terminator: str = "CR"
+    terminator: str = "auto"  # CR, LF, CRLF or TAB, whichever the scanner sends
     idle_gap_ms: int = 0  # 0: the transport's default (default_idle_gap_ms), set on creation
     prefix: str = ""
     suffix: str = ""
@@ -351,7 +353,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         encoding=encoding,
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
-        terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
+        terminator=t.choice("terminator", TERMINATOR_NAMES, "auto"),
         idle_gap_ms=t.number("idle_gap_ms", 0, 5, 5000) if "idle_gap_ms" in t.data else 0,  # 0: by transport
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
