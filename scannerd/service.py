@@ -24,6 +24,7 @@ from .delivery.hub import Hub, HubError
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .framing import TERMINATORS, FramingSpec
+from .loop_errors import LoopErrorHandler
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
@@ -101,6 +102,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        LoopErrorHandler().install(loop)  # one line per kind of loop error, not one per retry
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
