@@ -369,10 +369,21 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
-        settings=registry.get(transport).parse_settings(t),
+        settings=_transport_settings(t, registry.get(transport)),
     )
     t.finish()
     return scanner
+
+
+def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, Any]:
+    """The keys only this scanner's transport understands, as its registry entry declares them."""
+    out: dict[str, Any] = {}
+    for setting in transport.settings:
+        if setting.choices:
+            out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
+        else:
+            out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+    return out
 
 
 def _mqtt(t: _Table, file: str) -> MqttConfig:

@@ -33,7 +33,7 @@ from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sources import registry
-from .sources.base import Source
+from .sources.base import Source, SourceRequest
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -173,7 +173,7 @@ class Daemon:
     # --- sinks ----------------------------------------------------------------------------
 
     def _make_socket_server(self, config: Config) -> UnixSocketServer:
-        return UnixSocketServer(config.socket, self.hub, self.commands.dispatch, hostname=self.hostname,
+        return UnixSocketServer(config.socket, self.hub, self.commands.handle, hostname=self.hostname,
                                 commands=self.commands.allowed("socket"))
 
     async def _mqtt_command(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -218,9 +218,10 @@ class Daemon:
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
             self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
 
-        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
-                                         reopen=self._polls_its_path(scanner))
-        source = registry.get(scanner.transport).make_source(request)
+        request = SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
+                                reopen=self._polls_its_path(scanner))
+        source_class: type[Source] = registry.get(scanner.transport).source_class()
+        source = source_class.from_request(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)

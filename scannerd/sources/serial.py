@@ -19,7 +19,7 @@ import structlog
 from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from .base import FrameSink, Source, SourceRequest, StateSink
 
 log = structlog.get_logger("scannerd.serial")
 
@@ -52,6 +52,10 @@ class SerialSource(Source):
         self._lost: asyncio.Event | None = None
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> SerialSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen)
 
     @property
     def reopens(self) -> bool:
