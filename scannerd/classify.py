@@ -3,7 +3,8 @@
 Pure and table-driven: `Classifier.build` validates and compiles every rule once and indexes
 them by the first characters they can start with; `classify` is a dict lookup plus a few cheap
 tests per candidate rule and never raises. A rule matches when every matcher it declares
-passes, in this order (cheapest first): length, prefix, charset, regex (full match), check.
+passes, in this order (cheapest first): length, prefix, charset, check, regex (a full match,
+run by RE2 in time linear in the text: rules/regex.py).
 The highest `priority` wins; two enabled rules at the same priority that can match the same
 string are a configuration error, found by generating strings from each rule.
 
@@ -18,6 +19,10 @@ import dataclasses
 import functools
 import random
 import re
+
+# The stdlib regex parser (3.11+), to generate strings from a site's regex for the overlap check.
+import re._constants as _sre_c  # type: ignore[import-not-found]
+import re._parser as _sre_p  # type: ignore[import-not-found]
 import string
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,19 +32,16 @@ from importlib import resources
 from typing import Any
 
 from .model import TWO_D_SYMBOLOGIES, Classification, Confidence, Kind, mask
-
-# The stdlib regex parser (3.11+), to generate strings from a site's regex for the overlap check.
-import re._constants as _sre_c  # type: ignore[import-not-found]
-import re._parser as _sre_p  # type: ignore[import-not-found]
+from .rules.regex import LinearPattern, RegexRefused, compile_linear
 
 __all__ = [
     "CANDIDATE_RULE_ID",
     "CHECKS",
-    "Classifier",
     "OPTION_DEFAULTS",
+    "UNKNOWN_RULE_ID",
+    "Classifier",
     "Rule",
     "RuleError",
-    "UNKNOWN_RULE_ID",
 ]
 
 UNKNOWN_RULE_ID = "unknown"
@@ -176,10 +178,16 @@ _CHARSET_RES: dict[str, re.Pattern[str]] = {
     "alnum_upper": re.compile(r"[0-9A-Z]+"),
     "base64": re.compile(r"[A-Za-z0-9+/]+={0,2}"),
 }
+
+
+def _full_matcher(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda s: pattern.fullmatch(s) is not None
+
+
 CHARSETS: dict[str, Callable[[str], bool]] = {
     "digits": _digits,
     "printable": lambda s: s.isprintable() and s != "",
-    **{name: (lambda p: lambda s: p.fullmatch(s) is not None)(p) for name, p in _CHARSET_RES.items()},
+    **{name: _full_matcher(p) for name, p in _CHARSET_RES.items()},
 }
 # Characters used to fill generated strings, per charset (overlap search).
 _FILL: dict[str, str] = {
@@ -239,7 +247,7 @@ class Rule:
     lengths: frozenset[int] | None = None
     length_text: str = ""
     charset: str | None = None
-    regex: re.Pattern[str] | None = None
+    regex: LinearPattern | None = None
     ignore_case: bool = False
     check: str | None = None
     reject: str | None = None
@@ -257,9 +265,11 @@ class Rule:
             return False
         if self._charset_ok is not None and not self._charset_ok(text):
             return False
-        if self.regex is not None and self.regex.fullmatch(text) is None:
+        # The check before the regex: both are pure, and a check (a few int operations, the
+        # 身份证 date test first) is cheaper than a call into RE2.
+        if self._check_ok is not None and not self._check_ok(text):
             return False
-        return self._check_ok is None or self._check_ok(text)
+        return self.regex is None or self.regex.fullmatch(text)
 
     def evaluate(self, text: str) -> list[tuple[str, bool, str]]:
         """Each declared matcher as (name, passed, detail) — for explain; never shows the code."""
@@ -275,7 +285,7 @@ class Rule:
             ok = self._charset_ok(text)
             out.append(("charset", ok, f"charset {self.charset} ok" if ok else f"not all {self.charset}"))
         if self.regex is not None:
-            ok = self.regex.fullmatch(text) is not None
+            ok = self.regex.fullmatch(text)
             out.append(("regex", ok, "regex ok" if ok else "regex does not match"))
         if self._check_ok is not None:
             ok = self._check_ok(text)
@@ -382,14 +392,15 @@ def _compile_rule(
     charset = raw.get("charset")
     if charset is not None and charset not in CHARSETS:
         raise RuleError(f"{where}.charset", f"unknown charset {charset!r}; known: {', '.join(sorted(CHARSETS))}")
-    regex: re.Pattern[str] | None = None
+    regex: LinearPattern | None = None
     if "regex" in raw:
         pattern = _need_str(f"{where}.regex", raw["regex"])
         try:
-            # ASCII: \d means 0-9 (a scanner never sends Arabic-Indic digits that should count).
-            regex = re.compile(pattern, re.ASCII | (re.IGNORECASE if ignore_case else 0))
-        except re.error as e:
-            raise RuleError(f"{where}.regex", f'bad regex "{pattern}": {e.msg}') from None
+            # RE2, never `re`: linear time whatever the code, and \d means 0-9 (rules/regex.py).
+            regex = compile_linear(pattern, ignore_case)
+        except RegexRefused as e:
+            shown = pattern if len(pattern) <= 80 else pattern[:77] + "…"
+            raise RuleError(f"{where}.regex", f'bad regex "{shown}": {e}') from None
     check = raw.get("check")
     if check is not None and check not in checks:
         raise RuleError(f"{where}.check", f"unknown check {check!r}; known: {', '.join(sorted(checks))}")
@@ -432,6 +443,7 @@ class _Unsupported(Exception):
     pass
 
 
+_GEN_MAX_PARTS = 4096
 _GEN_PRINTABLE = string.digits + string.ascii_letters + string.punctuation + " "
 
 
@@ -495,6 +507,8 @@ def _gen(items: Iterable[tuple[Any, Any]], rng: random.Random, mode: int, groups
             n = lo if mode == 0 else top if mode == 1 else rng.randint(lo, min(top, lo + 12))
             for _ in range(n):
                 out.append(_gen(sub, rng, mode, groups))
+                if len(out) > _GEN_MAX_PARTS:
+                    raise _Unsupported  # nested repeats: longer than any code a scanner sends
         elif op is c.SUBPATTERN:
             group, _add, _del, sub = av
             s = _gen(sub, rng, mode, groups)
@@ -515,9 +529,12 @@ def _gen(items: Iterable[tuple[Any, Any]], rng: random.Random, mode: int, groups
     return "".join(out)
 
 
-def _regex_samples(pattern: re.Pattern[str], n: int, seed: int) -> list[str]:
+def _regex_samples(pattern: LinearPattern, n: int, seed: int) -> list[str]:
+    # The stdlib parser reads RE2's syntax for everything rules use; what it cannot read yields
+    # no samples (the search is best effort, and RE2 has already accepted the pattern).
+    flags = re.ASCII | (re.IGNORECASE if pattern.ignore_case else 0)
     try:
-        parsed = _sre_p.parse(pattern.pattern, pattern.flags)
+        parsed = _sre_p.parse(pattern.pattern, flags)
     except Exception:  # noqa: BLE001 - generation is best effort; the pattern already compiled
         return []
     rng = random.Random(seed)
@@ -525,7 +542,7 @@ def _regex_samples(pattern: re.Pattern[str], n: int, seed: int) -> list[str]:
     for i in range(n):
         try:
             out.append(_gen(parsed, rng, i, {}))
-        except (_Unsupported, RecursionError, ValueError, IndexError):
+        except (_Unsupported, RecursionError, ValueError, IndexError, OverflowError):
             break
     return out
 
@@ -597,9 +614,8 @@ def _parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         elif isinstance(default, int):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise RuleError(k, f"expected a non-negative integer, got {value!r}")
-        elif isinstance(default, list):
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise RuleError(k, f"expected a list of symbology names like \"qr\", got {value!r}")
+        elif isinstance(default, list) and (not isinstance(value, list) or not all(isinstance(x, str) for x in value)):
+            raise RuleError(k, f"expected a list of symbology names like \"qr\", got {value!r}")
         opts[key] = value
     if opts["candidate_min_length"] > opts["candidate_max_length"]:
         raise RuleError("classify.candidate_min_length", "expected ≤ candidate_max_length")

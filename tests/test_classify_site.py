@@ -180,7 +180,7 @@ def test_option_errors(options: dict[str, Any], key: str, fragment: str) -> None
 def test_bad_regex_message_exactly() -> None:
     e = err(RX, {"id": "his.bad", "channel": "his", "kind": "other", "regex": "("})
     assert e.key == "rule[2].regex"
-    assert str(e) == 'rule[2].regex: bad regex "(": missing ), unterminated subpattern'
+    assert str(e) == 'rule[2].regex: bad regex "(": missing ): ('
     assert isinstance(e, ValueError)
 
 
