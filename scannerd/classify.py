@@ -31,16 +31,19 @@ from .rules.regex import LinearPattern, RegexRefused, compile_linear
 __all__ = [
     "CANDIDATE_RULE_ID",
     "CHECKS",
+    "INDEX_FAULT_ID",
     "OPTION_DEFAULTS",
     "UNKNOWN_RULE_ID",
     "Classifier",
+    "FaultHook",
     "Rule",
     "RuleError",
 ]
 
 UNKNOWN_RULE_ID = "unknown"
 CANDIDATE_RULE_ID = "nhsa.candidate"
-_RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID})
+INDEX_FAULT_ID = "index"  # a fault in the classifier's own lookup, not in one rule
+_RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID, INDEX_FAULT_ID})
 DEFAULT_PRIORITY = 100
 _CANDIDATE_SOURCE = (
     "CODES.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
@@ -461,6 +464,19 @@ def _parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 # --- the classifier ---------------------------------------------------------------------------
 
+# Told of a rule that raised while matching: (rule id, the text, the exception). The text is a
+# bearer token: a hook logs it masked (model.mask), never in full.
+FaultHook = Callable[[str, str, Exception], None]
+
+
+def _report(on_error: FaultHook | None, rule_id: str, text: str, error: Exception) -> None:
+    if on_error is None:
+        return
+    try:
+        on_error(rule_id, text, error)
+    except Exception:  # noqa: BLE001, S110 - a broken hook must not break classify's promise
+        pass
+
 
 class Classifier:
     """Compiled rules + options. Build once (startup, SIGHUP); classify from the hot path."""
@@ -581,15 +597,28 @@ class Classifier:
                         f"{mask(ex)} classifies as {got.rule!r}, not {r.id!r}: raise this rule's priority or narrow the other",
                     )
 
-    def classify(self, text: str, symbology: str | None = None) -> Classification:
-        """The one hot-path call: pure, allocation-light, never raises."""
+    def classify(self, text: str, symbology: str | None = None, on_error: FaultHook | None = None) -> Classification:
+        """The one hot-path call: pure, allocation-light, never raises.
+
+        A rule whose matcher raises (a bug, never the code's fault) counts as not matching, so
+        the other rules still decide; `on_error(rule_id, text, exception)` hears of it, for the
+        caller to count and log (classify_faults.py). The classifier itself keeps no state.
+        """
         try:
             rules = self._by2.get(text[:2]) or self._by1.get(text[:1]) or self._wild
-            for r in rules:
+        except Exception as e:  # noqa: BLE001 - not a str: nothing to match, nothing to drop
+            _report(on_error, INDEX_FAULT_ID, text, e)
+            return UNKNOWN
+        for r in rules:
+            try:
                 if r.matches(text):
                     return r.result
+            except Exception as e:  # noqa: BLE001 - one broken rule must not drop the scan
+                _report(on_error, r.id, text, e)
+        try:
             return CANDIDATE if self._is_candidate(text, symbology) else UNKNOWN
-        except Exception:  # noqa: BLE001 - a classifier bug must not drop a scan: it becomes unknown
+        except Exception as e:  # noqa: BLE001
+            _report(on_error, CANDIDATE_RULE_ID, text, e)
             return UNKNOWN
 
     def _is_candidate(self, text: str, symbology: str | None) -> bool:
