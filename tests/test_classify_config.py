@@ -35,6 +35,7 @@ def test_reading_a_config_without_its_rules_leaves_a_broken_rule_for_later(tmp_p
         load_config(cfg)
     config = load_config(cfg, compile_rules=False)
     assert config.socket.path == str(tmp_path / "s.sock")
+    (tmp_path / "s.sock").touch()  # present, so no fallback to a system daemon's socket
     assert resolve_socket_path(None, str(cfg)) == str(tmp_path / "s.sock")
     with pytest.raises(ConfigError) as e:
         config.classifier()
