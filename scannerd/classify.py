@@ -10,7 +10,9 @@ string are a configuration error, found by generating strings from each rule.
 
 Codes that no rule matches are `unknown`, except printable codes from a 2D symbology (or long
 enough when the scanner gives no symbology): those are medical-insurance *candidates*
-(CODES.md: the national 医保码 text is not public, so the HIS hands such codes to the platform).
+(docs/codes.md: the national 医保码 text is not public, so the HIS hands such codes to the
+platform). One generation rule has surfaced publicly (nhsa.ec28.v1): a rule of its own, of
+confidence "candidate", so the census tells how many 医保码 it explains and how many fall through.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ INDEX_FAULT_ID = "index"  # a fault in the classifier's own lookup, not in one r
 _RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID, INDEX_FAULT_ID})
 DEFAULT_PRIORITY = 100
 _CANDIDATE_SOURCE = (
-    "CODES.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
+    "docs/codes.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
     "is handed to the medical-insurance platform as a candidate"
 )
 
@@ -189,7 +191,7 @@ CHARSETS: dict[str, Callable[[str], bool]] = {
 # --- options ([classify] table) ---------------------------------------------------------------
 
 OPTION_DEFAULTS: dict[str, Any] = {
-    # Unmatched printable 2D codes become nhsa/medical_insurance candidates (CODES.md).
+    # Unmatched printable 2D codes become nhsa/medical_insurance candidates (docs/codes.md).
     "candidates": True,
     "candidate_min_length": 16,
     "candidate_max_length": 512,
@@ -213,7 +215,8 @@ _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 _CHANNEL_RE = re.compile(r"[a-z][a-z0-9_]*")
 _REJECT_RE = re.compile(r"[a-z][a-z0-9_]*")
 _KINDS = frozenset(k.value for k in Kind)
-_CONFIDENCES = frozenset(c.value for c in Confidence) - {Confidence.NONE.value, Confidence.CANDIDATE.value}
+# "candidate": a rule from thin evidence (nhsa.ec28.v1), counted by the census until confirmed.
+_CONFIDENCES = frozenset(c.value for c in Confidence) - {Confidence.NONE.value}
 
 
 @dataclass(frozen=True, slots=True)
