@@ -33,6 +33,7 @@ from .rules.regex import LinearPattern, RegexRefused, compile_linear
 __all__ = [
     "CANDIDATE_RULE_ID",
     "CHECKS",
+    "CODES_DOC",
     "INDEX_FAULT_ID",
     "OPTION_DEFAULTS",
     "UNKNOWN_RULE_ID",
@@ -47,6 +48,8 @@ CANDIDATE_RULE_ID = "nhsa.candidate"
 INDEX_FAULT_ID = "index"  # a fault in the classifier's own lookup, not in one rule
 _RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID, INDEX_FAULT_ID})
 DEFAULT_PRIORITY = 100
+# In the repository (and beside the README in a source tarball): the sources behind every rule.
+CODES_DOC = "docs/codes.md"
 _CANDIDATE_SOURCE = (
     "docs/codes.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
     "is handed to the medical-insurance platform as a candidate"
@@ -646,10 +649,13 @@ class Classifier:
             if winner.note:
                 lines.append(f"  note: {winner.note}")
             lines.append(f"  source: {winner.source}")
+            if winner.origin == "default":
+                lines.append(f'  more: {CODES_DOC}, section "{winner.id}"')
         elif c.rule == CANDIDATE_RULE_ID:
             why = f"symbology {symbology}" if symbology else f"no symbology and length {len(text)} ≥ {self._cand_min_nosym}"
             lines.append(f"  no rule matched; printable, length {len(text)}, {why}: medical-insurance candidate")
             lines.append(f"  source: {_CANDIDATE_SOURCE}")
+            lines.append(f'  more: {CODES_DOC}, section "{CANDIDATE_RULE_ID}"')
         else:
             lines.append(f"  no rule matched and not a medical-insurance candidate ({self._candidate_refusal(text, symbology)})")
         lines.append(f"  symbology: {sym}, length {len(text)}")
