@@ -10,6 +10,7 @@ with `search_overlaps=True`.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 
@@ -17,7 +18,7 @@ import re
 import re._constants as _sre_c  # type: ignore[import-not-found]
 import re._parser as _sre_p  # type: ignore[import-not-found]
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 # classify imports this module only inside Classifier.build, so this is no import cycle.
@@ -25,7 +26,7 @@ from ..classify import Check, Rule, RuleError
 from ..model import mask
 from .regex import LinearPattern
 
-__all__ = ["check_overlaps"]
+__all__ = ["check_overlaps", "clear_cache"]
 
 # Characters used to fill generated strings, per charset (overlap search).
 _FILL: dict[str, str] = {
@@ -147,7 +148,8 @@ def _regex_samples(pattern: LinearPattern, n: int, seed: int) -> list[str]:
     return out
 
 
-def _rule_samples(rule: Rule, seed: int = 0) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def _rule_samples(rule: Rule, seed: int = 0) -> tuple[str, ...]:
     """Strings this rule should match: its examples plus strings generated from its matchers."""
     rng = random.Random(f"{rule.id}:{seed}")
     fill = _FILL.get(rule.charset or "", string.digits)
@@ -170,20 +172,28 @@ def _rule_samples(rule: Rule, seed: int = 0) -> list[str]:
             # A regex may not spell out the prefix the rule also requires: graft it on.
             start = s.lower() if rule.ignore_case else s
             raw.extend(p + s[len(p):] for p in rule.prefixes[:8] if not start.startswith(p))
-    return raw
+    return tuple(raw)
 
 
-def _find_overlap(a: Rule, b: Rule, samples: Mapping[str, list[str]], checks: Mapping[str, Check]) -> str | None:
-    fixes = [checks[c].fix for c in {a.check, b.check} if c]
-    for s in (*samples[a.id], *samples[b.id]):
+# Rules are frozen and hashable, and the search is deterministic (seeded by rule id), so a pair
+# is searched once per process: the default rules' pairs, the bulk of the work, are not
+# searched again for every config the tests (or a long check-config run) build.
+@functools.lru_cache(maxsize=4096)
+def _find_overlap(a: Rule, b: Rule, fixes: tuple[Callable[[str], str], ...]) -> str | None:
+    for s in (*_rule_samples(a), *_rule_samples(b)):
         for t in (s, *(f(s) for f in fixes)):
             if a.matches(t) and b.matches(t):
                 return t
     return None
 
+def clear_cache() -> None:
+    """Forget searched pairs (a benchmark measuring a first, cold search)."""
+    _rule_samples.cache_clear()
+    _find_overlap.cache_clear()
+
+
 def check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
     """Two rules at one priority that both match some string make the winner depend on order."""
-    samples = {r.id: _rule_samples(r) for r in rules}
     by_priority: dict[int, list[Rule]] = {}
     for r in rules:
         by_priority.setdefault(r.priority, []).append(r)
@@ -193,7 +203,8 @@ def check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
             for b in group[i + 1:]:
                 if not _may_overlap(a, b):
                     continue
-                example = _find_overlap(a, b, samples, checks)
+                fixes = tuple(sorted((checks[c].fix for c in {a.check, b.check} if c), key=id))
+                example = _find_overlap(a, b, fixes)
                 if example is not None:
                     # Name the site rule when there is one: that is what the reader can change.
                     first = b if b.origin == "site" and a.origin == "default" else a
