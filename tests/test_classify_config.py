@@ -70,3 +70,10 @@ def test_status_with_a_broken_rule_in_the_config_still_reaches_the_running_daemo
         assert scannerd("check-config", "-c", str(broken)).returncode == 2  # and check-config says why
     finally:
         daemon.stop()
+
+
+def test_check_config_says_the_rules_passed_the_overlap_search(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "config.toml", tmp_path / "s.sock", "[[rule]]\nid = 'his.rx'\nchannel = 'his'\nkind = 'other'\nregex = 'RX\\d{10}'\n")
+    done = scannerd("check-config", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "site rules: 1;" in done.stdout and "no two at one priority overlap" in done.stdout

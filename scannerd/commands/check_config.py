@@ -33,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  scanner {s.name}: {s.transport} {where} role={s.role} area={config.scanner_area(s)} terminator={s.terminator}")
     if config.mqtt is not None:
         print(f"  mqtt: {config.mqtt.host}:{config.mqtt.port} tls={'on' if config.mqtt.tls else 'off'}")
-    print(f"  site rules: {len(config.rules)}")
+    clf = config.classifier()
+    print(f"  site rules: {len(config.rules)}; {len(clf.rules)} rules active, no two at one priority overlap")
     return 0
