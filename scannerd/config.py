@@ -72,6 +72,7 @@ class SocketConfig:
     mode: int = 0o660
     group: str = ""
     client_buffer_bytes: int = 1 << 20
+    max_clients: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,7 @@ def _socket(t: _Table) -> SocketConfig:
         mode=int(mode_text, 8),
         group=t.get("group", str, ""),
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
+        max_clients=t.number("max_clients", 64, 1, 4096),
     )
     t.finish()
     return sock
