@@ -167,8 +167,7 @@ def test_catastrophic_rule_cannot_freeze_the_daemon(tmp_path: Path) -> None:
     daemon = Daemon(config, sock)
     try:
         daemon.wait_ready()
-        client = Client(sock)
-        client.command({"cmd": "subscribe"})
+        client = Client(sock)  # subscribed as the HIS
         client.wait_present()
         pty.release_slave()
         pty.write(("a" * 32 + "!\r").encode(), baud=None)
