@@ -5,8 +5,8 @@ starting NH, all going to candidate"), not from a guess. A shape is: length, cha
 classes, symbology, the first two characters only when the code is not all digits (a digit
 prefix of a payment-shaped number narrows a secret; letters like "NH" name a format), and the
 outcome (channel, kind, rule). The rule tells a candidate *rule* (the 医保码 generation rule,
-nhsa.ec28.v1) from the generic fallback (nhsa.candidate): the evidence a site needs to confirm it. Memory is bounded: past `max_shapes` distinct shapes, new ones are
-only counted as overflow.
+nhsa.ec28.v1) from the generic fallback (nhsa.candidate): the evidence a site needs to confirm
+it. Memory is bounded: past `max_shapes` distinct shapes, new ones are only counted as overflow.
 """
 
 from __future__ import annotations

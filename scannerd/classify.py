@@ -6,7 +6,8 @@ tests per candidate rule and never raises. A rule matches when every matcher it 
 passes, in this order (cheapest first): length, prefix, charset, check, regex (a full match,
 run by RE2 in time linear in the text: rules/regex.py).
 The highest `priority` wins; two enabled rules at the same priority that can match the same
-string are a configuration error, found by generating strings from each rule.
+string are a configuration error for `check-config` and the tests (rules/overlap.py generates
+strings from each rule); the daemon's cheap build skips that search and lets the first written win.
 
 Codes that no rule matches are `unknown`, except printable codes from a 2D symbology (or long
 enough when the scanner gives no symbology): those are medical-insurance *candidates*

@@ -485,10 +485,8 @@ def parse_config(
 
 
 def _build_classifier(config: Config, *, search_overlaps: bool = False) -> Any:
-    from .classify import (  # here: classify imports model, not config
-        Classifier,
-        RuleError,
-    )
+    # Imported here: classify imports model, not config.
+    from .classify import Classifier, RuleError
 
     try:
         return Classifier.build(config.rules, config.classify, search_overlaps=search_overlaps)

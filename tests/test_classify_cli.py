@@ -33,7 +33,7 @@ def run(argv: list[str]) -> int:
 
 @pytest.fixture
 def no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import scannerd.config as config
+    from scannerd import config
 
     monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
 
