@@ -73,3 +73,25 @@ def test_faults_are_counted_every_time_and_logged_once_per_rule_masked(broken: C
     assert WECHAT not in repr(logs)
     text = metrics.render()
     assert 'scannerd_classify_errors_total{rule="site.boom"} 5' in text
+
+
+def test_the_pipeline_counts_a_rule_fault_per_rule_and_still_delivers_the_scan(broken: Classifier) -> None:
+    from scannerd.config import PolicyConfig
+    from scannerd.model import DeviceInfo, Frame, ScanEvent
+    from scannerd.pipeline import Pipeline
+
+    metrics = Metrics()
+    out: list[object] = []
+
+    class Sink:
+        name = "list"
+
+        def deliver(self, event: object) -> None:
+            out.append(event)
+
+    pipeline = Pipeline(PolicyConfig(duplicate_window_ms=0), broken, [Sink()], metrics)
+    device = DeviceInfo("window-1", "serial", "outpatient", "window")
+    for _ in range(3):
+        pipeline.submit(device, Frame("window-1", WECHAT, None, 1, 2, 3))
+    assert metrics.value(METRIC, {"rule": "site.boom"}) == 3
+    assert [e.classification.rule for e in out if isinstance(e, ScanEvent)] == ["wechat.v1"] * 3
