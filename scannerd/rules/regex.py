@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+import re2  # google-re2 ships no type information (ignored in pyproject mypy overrides)
 
 __all__ = ["MAX_MEM", "MAX_PATTERN_CHARS", "MAX_REPEAT", "LinearPattern", "RegexRefused", "compile_linear"]
 
