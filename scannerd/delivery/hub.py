@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..model import Event, ScanEvent, mask
-from ..protocol import dumps, encode_event
+from ..protocol import Refused, dumps, encode_event
 from ..sinks.base import Sink
 from .outcomes import DeliveryOutcome, Outcome, Outcomes
 
@@ -72,7 +72,7 @@ class Role(str, enum.Enum):
     MONITOR = "monitor"
 
 
-class HubError(ValueError):
+class HubError(Refused):
     """A subscribe or ack that cannot be honoured; the message is the reply's error."""
 
 
