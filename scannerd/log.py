@@ -166,6 +166,31 @@ def flush(timeout: float = 2.0) -> None:
         _writer = None
 
 
+def _route_uncaught_exceptions() -> None:
+    """Tracebacks Python prints itself (an exception ending a thread or the main program, one
+    ignored in a __del__) go through logging too: one masked JSON line each, not raw text."""
+    crash = logging.getLogger("scannerd.crash")
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        crash.critical("uncaught_exception", exc_info=(kind, exc, tb))
+        flush()
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        thread = args.thread.name if args.thread is not None else "?"
+        crash.error("thread_exception thread=%s", thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
+
+    def unraisablehook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        info = (type(exc), exc, unraisable.exc_traceback) if exc is not None else None
+        crash.warning("exception_ignored in %r: %s", unraisable.object, unraisable.err_msg or "", exc_info=info)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+    sys.unraisablehook = unraisablehook
+
+
 def configure(level: str = "info", json: bool | None = None, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging to `stream` (default stderr) as described above."""
     global _writer
@@ -207,6 +232,7 @@ def configure(level: str = "info", json: bool | None = None, stream: TextIO | No
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.captureWarnings(True)
+    _route_uncaught_exceptions()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -99,6 +99,21 @@ def test_a_traceback_is_one_masked_json_line() -> None:
     assert WECHAT not in "\n".join(lines)
 
 
+def test_uncaught_exceptions_in_threads_and_main_are_json_lines() -> None:
+    script = (
+        "from scannerd import log; import threading; log.configure('info', json=True)\n"
+        f"t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+        f"raise RuntimeError('fatal {WECHAT}')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 1
+    objs = [json.loads(line) for line in out.stderr.splitlines()]  # raises on any raw traceback line
+    assert [o["event"] for o in objs] == ["thread_exception thread=worker", "uncaught_exception"]
+    assert "ZeroDivisionError" in objs[0]["exception"]
+    assert "RuntimeError: fatal 1345**********6789" in objs[1]["exception"]
+    assert WECHAT not in out.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "masked"),
     [

@@ -9,9 +9,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from helpers import REPO, Client, PtyScanner, wait_for, wechat_code
+from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 
 SCANS = 400  # at debug level, several times what a 64 KiB pipe holds in log lines
 
@@ -67,4 +68,54 @@ def test_scans_flow_while_stderr_is_a_pipe_nobody_reads(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         os.close(read_end)
+        pty.close()
+
+
+def test_sigterm_during_traffic_leaves_only_json_lines(tmp_path: Path) -> None:
+    """SIGTERM while HIS clients are connected and scans flow: asyncio used to print a raw
+    CancelledError traceback per client (issue 11 item 14). Every line must be one JSON object."""
+    pty = PtyScanner(tmp_path, "scanner")
+    sock = tmp_path / "scannerd.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[socket]\npath = "{sock}"\n[[scanner]]\nname = "w1"\npath = "{pty.link}"\n')
+    daemon = Daemon(config, sock)
+    clients: list[Client] = []
+    try:
+        daemon.wait_ready(30)
+        clients = [Client(sock) for _ in range(4)]
+        clients[0].wait_present(timeout=30)
+        pty.release_slave()
+        rng = random.Random(14)
+        stop_scanning = threading.Event()
+
+        def scan() -> None:
+            while not stop_scanning.is_set():
+                try:
+                    pty.write(f"{wechat_code(rng)}\r".encode(), baud=None)
+                except OSError:
+                    return
+                stop_scanning.wait(0.002)
+
+        scanner = threading.Thread(target=scan, daemon=True)
+        scanner.start()
+        for c in clients:
+            c.next_of("scan", timeout=30)  # traffic is flowing to every client
+        # Let the clients fall behind (they stop reading) while scans keep coming.
+        wait_for(lambda: sum(e.get("event") == "scan" for e in daemon.log_events()) > 200, 60)
+        assert daemon.stop(30) == 0
+        stop_scanning.set()
+        scanner.join(10)
+        raw = [line for line in daemon.log().splitlines() if line.strip()]
+        not_json = []
+        for line in raw:
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                not_json.append(line)
+        assert not not_json, "\n".join(not_json[:20])
+        assert any(json.loads(line)["event"] == "stopping" for line in raw)
+    finally:
+        for c in clients:
+            c.close()
+        daemon.stop()
         pty.close()
