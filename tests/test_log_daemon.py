@@ -82,7 +82,8 @@ def test_sigterm_during_traffic_leaves_only_json_lines(tmp_path: Path) -> None:
     clients: list[Client] = []
     try:
         daemon.wait_ready(30)
-        clients = [Client(sock) for _ in range(4)]
+        # One HIS takes the scans; monitors see them live (each connection is a client task).
+        clients = [Client(sock), *(Client(sock, role="monitor") for _ in range(3))]
         clients[0].wait_present(timeout=30)
         pty.release_slave()
         rng = random.Random(14)
