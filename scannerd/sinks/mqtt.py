@@ -28,8 +28,8 @@ aiomqtt facts this relies on (read from aiomqtt 2.5 client.py):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import collections
+import contextlib
 import logging
 import ssl
 import time
@@ -41,6 +41,7 @@ import aiomqtt
 import structlog
 from aiomqtt import MqttCodeError, MqttError
 from aiomqtt.exceptions import MqttConnectError  # not re-exported by aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MqttConfig
 from ..metrics import Metrics
@@ -63,6 +64,8 @@ from .mqtt_topics import (
 )
 
 __all__ = [
+    "SHUTDOWN_REST_S",
+    "STOP_BUDGET_S",
     "MqttAuthError",
     "MqttConfigFileError",
     "MqttConnectionLostError",
@@ -165,6 +168,12 @@ def classify_error(exc: BaseException, tls: bool = False) -> MqttSinkError:
 # Commands over MQTT handled at once; more are dropped (arm/disarm/status need no queue).
 MAX_PENDING_COMMANDS = 16
 
+# The longest stop() takes (drain, `offline`, DISCONNECT, or an abandoned connect attempt).
+# systemd/scannerd.service's TimeoutStopSec= must cover this plus SHUTDOWN_REST_S, the rest of
+# the shutdown (sources, socket, metrics): tests/test_mqtt_retained.py reads the unit to check.
+STOP_BUDGET_S = 8.0
+SHUTDOWN_REST_S = 5.0
+
 
 def _abandon(client: aiomqtt.Client) -> None:
     """Close a client whose connect failed. aiomqtt 2.5 leaves paho's socket, its loop reader and
@@ -197,11 +206,13 @@ class MqttSink(Sink):
         stable_after_s: float = 10.0,
         op_timeout_s: float = 10.0,
         drain_timeout_s: float = 2.0,
+        stop_budget_s: float = STOP_BUDGET_S,
     ) -> None:
         """`backoff_*`: reconnect delays (tests shorten them). `stable_after_s`: a connection must
         last this long before the backoff resets, so a broker that accepts then kicks us is not
         hammered. `op_timeout_s`: CONNACK/PUBACK/SUBACK wait. `drain_timeout_s`: how long stop()
-        keeps publishing the queue before it sends `offline` and disconnects.
+        keeps publishing the queue before it sends `offline` and disconnects (at most half the
+        budget). `stop_budget_s`: stop() returns by then whatever the broker does.
         """
         self._cfg = config
         self._metrics = metrics
@@ -212,10 +223,14 @@ class MqttSink(Sink):
         self._backoff_max_s = backoff_max_s
         self._stable_after_s = stable_after_s
         self._op_timeout_s = op_timeout_s
-        self._drain_timeout_s = drain_timeout_s
+        self._stop_budget_s = stop_budget_s
+        self._drain_timeout_s = min(drain_timeout_s, stop_budget_s / 2)
 
         self._queue: collections.deque[_Pending] = collections.deque()
-        # Retained device state: only the latest per device matters.
+        # Retained device state: only the latest per device matters. `_last_states` is what the
+        # broker should hold; `_states` what is still to publish on this connection (all of
+        # `_last_states` again after each connect: a restarted broker may have lost them).
+        self._last_states: dict[str, DeviceStateEvent] = {}
         self._states: dict[str, DeviceStateEvent] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -250,17 +265,16 @@ class MqttSink(Sink):
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
 
     async def stop(self) -> None:
-        """Drain what the broker will take within drain_timeout_s, publish `offline`, disconnect."""
+        """Drain what the broker will take within drain_timeout_s, publish `offline`, disconnect;
+        all within stop_budget_s, after which the connection is abandoned."""
         if self._task is None:
             return
         self._stop_deadline = time.monotonic() + self._drain_timeout_s
         self._stopping.set()
         self._wake.set()
         task, self._task = self._task, None
-        # Bounded: a drain, an `offline` publish and a DISCONNECT, or one connect attempt.
-        limit = self._drain_timeout_s + 2 * self._op_timeout_s + 1
         try:
-            await asyncio.wait_for(asyncio.shield(task), limit)
+            await asyncio.wait_for(asyncio.shield(task), self._stop_budget_s)
         except TimeoutError:
             task.cancel()
         # _run turns every failure into a logged reason; only cancellation can end it abruptly.
@@ -274,9 +288,10 @@ class MqttSink(Sink):
         log.info("mqtt.stopped", undelivered=left)
 
     def take_pending(self) -> list[Event]:
-        """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload).
-        The one in flight, if any, is not among them: it is never sent twice."""
-        pending: list[Event] = [p.event for p in self._queue]
+        """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload),
+        with the last state of every device (the successor's broker or prefix may not have it).
+        The scan in flight, if any, is not among them: it is never sent twice."""
+        pending: list[Event] = [*self._last_states.values(), *(p.event for p in self._queue)]
         self._queue.clear()
         return pending
 
@@ -286,6 +301,7 @@ class MqttSink(Sink):
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, DeviceStateEvent):
+            self._last_states[event.device] = event
             self._states[event.device] = event
             self._wake.set()
             return
@@ -373,7 +389,10 @@ class MqttSink(Sink):
             keepalive=self._cfg.keepalive_s,
             tls_context=self._tls_context(),
             timeout=self._op_timeout_s,
-            clean_session=True,
+            # MQTT 5 for retain-as-published: the only way to tell a retained `cmd` published
+            # while we are subscribed (3.1.1 brokers clear its retain flag) from a live one.
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
             # Only `<prefix>/cmd` arrives here; a flood of commands must not grow memory unbounded.
             max_queued_incoming_messages=100,
             # paho's own debug lines (no payloads, no password) under our logger's name.
@@ -407,8 +426,14 @@ class MqttSink(Sink):
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
+        # Every connect re-publishes every device's last state: the broker may be a restarted
+        # one without persistence, or a new one after a reload.
+        self._states = {**self._last_states, **self._states}
         if self._cfg.subscribe_cmd and self._on_command is not None:
-            granted = await client.subscribe(self._topics.cmd, qos=1)
+            # Retained commands are never obeyed: do not even ask for the ones already stored,
+            # and keep the retain flag on those published later, so _watch can refuse them.
+            options = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            granted = await client.subscribe(self._topics.cmd, options=options)
             if any(getattr(rc, "is_failure", rc == 0x80) for rc in granted):
                 # A broker ACL without read on <prefix>/cmd: scans still flow, commands cannot.
                 log.warning("mqtt.cmd_subscribe_refused", topic=self._topics.cmd)
@@ -434,7 +459,7 @@ class MqttSink(Sink):
             if not message.topic.matches(self._topics.cmd):
                 continue
             if message.retain:
-                # A retained `arm` would re-arm the kiosk on every reconnect: refuse it.
+                # A retained `arm` would re-arm the kiosk now and on every reconnect: refuse it.
                 log.warning("mqtt.cmd_retained_ignored", topic=str(message.topic))
                 continue
             payload = message.payload
