@@ -71,3 +71,53 @@ def medical_scan(rng: random.Random, **where: str) -> ScanEvent:
     event = scan_event(CODE_MAKERS["nhsa_424"][0](rng), **where)
     assert event.classification.kind == "medical_insurance", event.classification
     return event
+
+
+# What a device did, for building ledgers: "<kind>:<what>", kind medical|standard, what
+# scan (no result) | paid | refunded | failed | wechat (a 医保码 settled by WeChat, not UnionPay).
+Plan = list[tuple[str, str, str, list[str]]]  # (device, role, area, actions)
+
+
+def feed(ledger: object, plan: Plan, rng: random.Random) -> None:
+    """Scans and HIS results into a started Ledger, as a day at these devices would."""
+    from scannerd.acceptance import Ledger
+
+    assert isinstance(ledger, Ledger)
+    for device, role, area, actions in plan:
+        for action in actions:
+            kind, what = action.split(":")
+            make = medical_scan if kind == "medical" else unionpay_scan
+            event = make(rng, device=device, role=role, area=area)
+            ledger.on_scan(event)
+            if what == "scan":
+                continue
+            channel = "wechat" if what == "wechat" else "unionpay"
+            status = "paid" if what == "wechat" else what
+            assert ledger.on_result(event.id, status, channel, kind == "medical", 1000).ok
+
+
+def write_station(path: str, station: str, plan: Plan, rng: random.Random, hospital: str = "H37020201175", name: str = "青岛市市立医院") -> None:
+    """A ledger file as station `station` would leave it after `plan`."""
+    from scannerd.acceptance import Ledger
+    from scannerd.config import AcceptanceConfig, SiteConfig
+
+    ledger = Ledger(path, station=station, site=SiteConfig(hospital=hospital, hospital_name=name), acceptance=AcceptanceConfig(ledger=path))
+    ledger.start()
+    feed(ledger, plan, rng)
+    ledger.stop()
+
+
+# Three stations across three areas and both roles: some complete, some missing.
+MIXED: dict[str, Plan] = {
+    "station-a": [
+        ("window-1", "window", "outpatient", ["medical:paid", "standard:paid", "standard:scan"]),
+        ("kiosk-1", "kiosk", "outpatient", ["medical:paid", "standard:failed"]),
+    ],
+    "station-b": [
+        ("window-2", "window", "emergency", ["medical:refunded", "standard:paid"]),
+    ],
+    "station-c": [
+        ("kiosk-9", "kiosk", "inpatient", ["medical:scan", "standard:scan"]),
+        ("window-5", "window", "emergency", ["medical:wechat", "standard:refunded"]),
+    ],
+}
