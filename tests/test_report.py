@@ -180,7 +180,7 @@ def test_html_report_in_headless_chromium(mixed_dir: Path, tmp_path: Path) -> No
     for marker in ("http://", "https://", "src=", "<link", "@import", "url("):
         assert marker not in text.replace('xmlns="http://www.w3.org/2000/svg"', ""), marker
     common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], check=False, capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     assert "青岛市市立医院" in html and "H37020201175" in html
@@ -197,12 +197,12 @@ def test_html_report_in_headless_chromium(mixed_dir: Path, tmp_path: Path) -> No
     pngs = []
     for source in (page, english):
         png = source.with_suffix(".png")
-        shot = subprocess.run([*common, f"--screenshot={png}", "--window-size=1280,2400", source.as_uri()], capture_output=True, text=True, timeout=120)
+        shot = subprocess.run([*common, f"--screenshot={png}", "--window-size=1280,2400", source.as_uri()], check=False, capture_output=True, text=True, timeout=120)
         assert shot.returncode == 0, shot.stderr[-2000:]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         pngs.append(png)
     pdf = tmp_path / "report.pdf"
-    printed = subprocess.run([*common, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page.as_uri()], capture_output=True, text=True, timeout=120)
+    printed = subprocess.run([*common, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page.as_uri()], check=False, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]
     # One page per area: three sections print as (at least) three pages.
     assert _pdf_pages(pdf) >= 3

@@ -47,6 +47,7 @@ class FleetPublisher:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        self.last_payload = b""  # what the broker holds for this station, once published
         self.last_error = ""
 
     def notify(self) -> None:
@@ -76,8 +77,10 @@ class FleetPublisher:
             self._dirty.clear()
             started = time.monotonic()
             try:
-                await self._publish(self.topic, payload(self._snapshot()))
+                body = payload(self._snapshot())
+                await self._publish(self.topic, body)
                 self.published += 1
+                self.last_payload = body
                 self.last_error = ""
             except Exception as e:  # noqa: BLE001 - any transport's failure: the next change or interval tries again
                 self._dirty.set()
