@@ -194,7 +194,9 @@ DEFAULT_ACCEPTANCE_KINDS: tuple[AcceptanceKind, ...] = (
 class AcceptanceConfig:
     ledger: str = field(default_factory=default_ledger_path)
     result_retention_h: float = 24.0  # how long a scan id accepts a HIS `result`
-    result_ids_max: int = 200_000  # bound on remembered scan ids (ids only, never codes)
+    # Bound on remembered scan ids (ids only, never codes; ~0.4 kB each): a busy window scans
+    # a few hundred codes a day.
+    result_ids_max: int = 20_000
     kinds: tuple[AcceptanceKind, ...] = DEFAULT_ACCEPTANCE_KINDS
     # Required kinds per role (names from `kinds`).
     required: Mapping[str, tuple[str, ...]] = field(
@@ -535,7 +537,7 @@ def _acceptance(t: _Table) -> AcceptanceConfig:
     cfg = AcceptanceConfig(
         ledger=t.get("ledger", str, "") or default_ledger_path(),
         result_retention_h=t.number("result_retention_h", 24.0, 0.01, 24 * 31, integer=False),
-        result_ids_max=t.number("result_ids_max", 200_000, 1, 10_000_000),
+        result_ids_max=t.number("result_ids_max", 20_000, 1, 1_000_000),
         kinds=tuple(kinds.values()),
         required=required,
         areas=tuple(areas),
@@ -596,7 +598,10 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
 
 
 def _build_classifier(config: Config) -> Any:
-    from .classify import Classifier, RuleError  # here: classify imports model, not config
+    from .classify import (  # here: classify imports model, not config
+        Classifier,
+        RuleError,
+    )
 
     try:
         return Classifier.build(config.rules, config.classify)

@@ -241,3 +241,15 @@ def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
     # The WAL was checkpointed into the main file: a copy of ledger.sqlite alone is complete.
     wal = Path(str(path) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_result_command_replies(tmp_path: Path) -> None:
+    ledger = make_ledger(tmp_path / "ledger.sqlite")
+    scan = unionpay_scan(random.Random(9))
+    ledger.on_scan(scan)
+    cmd = {"cmd": "result", "id": scan.id, "status": "paid", "channel": "unionpay", "medical_insurance": False, "amount_fen": 1234}
+    assert ledger.result_command(cmd) == {"ok": True}
+    assert ledger.result_command(cmd) == {"ok": False, "error": f"scan {scan.id} already has a paid result", "reason": "repeated"}
+    bad = ledger.result_command({**cmd, "status": "done"})
+    assert bad["ok"] is False and bad["reason"] == "invalid" and bad["error"].startswith("status: expected one of")
+    assert ledger.status()["refused_results"] == 2

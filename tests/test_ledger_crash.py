@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     from tests.acceptance_data import unionpay_scan
 
     path = sys.argv[1]
-    ledger = Ledger(path, station="crash", site=SiteConfig(), acceptance=AcceptanceConfig(ledger=path, result_ids_max=10_000_000),
+    ledger = Ledger(path, station="crash", site=SiteConfig(), acceptance=AcceptanceConfig(ledger=path, result_ids_max=1_000_000),
                     flush_interval_s=0.05)
     ledger.start()
     rng = random.Random()

@@ -21,7 +21,13 @@ from ..config import AcceptanceConfig, SiteConfig
 from ..model import ScanEvent
 from ..protocol import wall_clock_iso
 from .counts import ResultKey, ScanKey, StationCounts, Tally, add
-from .results import RecentScans, ResultOutcome, ResultRequest
+from .results import (
+    RecentScans,
+    ResultError,
+    ResultOutcome,
+    ResultRequest,
+    parse_result_command,
+)
 from .store import (
     LedgerFileError,
     RecentScan,
@@ -124,6 +130,16 @@ class Ledger:
     def on_result(self, scan_id: str, status: str, channel: str, medical_insurance: bool, amount_fen: int | None = None) -> ResultOutcome:
         """Count a HIS-reported result on a recent scan, or say why it is refused."""
         return self.record_result(ResultRequest(scan_id, status, channel, medical_insurance, amount_fen))
+
+    def result_command(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The `result` command's reply fields: validation, then the recent-id check."""
+        try:
+            request = parse_result_command(msg)
+        except ResultError as e:
+            with self._lock:
+                self._counts["refused_results"] += 1
+            return {"ok": False, "error": str(e), "reason": "invalid"}
+        return self.record_result(request).reply()
 
     def record_result(self, request: ResultRequest) -> ResultOutcome:
         now = self._clock()
