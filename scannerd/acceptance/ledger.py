@@ -20,7 +20,15 @@ import structlog
 from ..config import AcceptanceConfig, SiteConfig
 from ..model import ScanEvent
 from ..protocol import wall_clock_iso
-from .counts import ResultKey, ScanKey, StationCounts, Tally, add
+from .counts import (
+    ResultKey,
+    RunningTally,
+    ScanKey,
+    StationCounts,
+    bump,
+    frozen,
+    merge_into,
+)
 from .results import (
     RecentScans,
     ResultError,
@@ -69,11 +77,11 @@ class Ledger:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         # Everything counted since start (plus the file's rows once read): what fleet publishes.
-        self._scans: dict[ScanKey, Tally] = {}
-        self._results: dict[ResultKey, Tally] = {}
+        self._scans: dict[ScanKey, RunningTally] = {}
+        self._results: dict[ResultKey, RunningTally] = {}
         # Not yet committed.
-        self._pending_scans: dict[ScanKey, Tally] = {}
-        self._pending_results: dict[ResultKey, Tally] = {}
+        self._pending_scans: dict[ScanKey, RunningTally] = {}
+        self._pending_results: dict[ResultKey, RunningTally] = {}
         self._pending_recent: dict[str, RecentScan] = {}
 
         self._listeners: list[Listener] = []
@@ -118,10 +126,9 @@ class Ledger:
         ts = event.ts
         key = ScanKey(ts[:10], event.device.name, event.device.role, event.device.area, c.channel, c.kind)
         recent = RecentScan(event.id, now, key.day, key.device, key.role, key.area, key.channel, key.kind)
-        tally = Tally(1, ts, ts)
         with self._lock:
-            add(self._scans, key, tally)
-            add(self._pending_scans, key, tally)
+            bump(self._scans, key, ts)
+            bump(self._pending_scans, key, ts)
             self._recent.remember(recent)
             self._pending_recent[recent.id] = recent
             self._counts["scans"] += 1
@@ -151,9 +158,8 @@ class Ledger:
             else:
                 s = outcome.scan
                 key = ResultKey(ts[:10], s.device, s.role, s.area, s.channel, s.kind, request.channel, request.medical_insurance, request.status)
-                tally = Tally(1, ts, ts)
-                add(self._results, key, tally)
-                add(self._pending_results, key, tally)
+                bump(self._results, key, ts)
+                bump(self._pending_results, key, ts)
                 self._pending_recent[s.id] = s
                 self._counts["results"] += 1
         if outcome.ok:
@@ -165,7 +171,7 @@ class Ledger:
     def snapshot(self) -> StationCounts:
         """Every count this station holds (file and memory), as the fleet view publishes it."""
         with self._lock:
-            return StationCounts(self._station, self._site.hospital, self._site.hospital_name, dict(self._scans), dict(self._results))
+            return StationCounts(self._station, self._site.hospital, self._site.hospital_name, frozen(self._scans), frozen(self._results))
 
     def pending(self) -> int:
         with self._lock:
@@ -249,17 +255,19 @@ class Ledger:
                 self._loaded = True
                 # The file's rows join what the loop counted meanwhile (none of that is written yet).
                 for k, t in stored.scans.items():
-                    add(self._scans, k, t)
+                    merge_into(self._scans, k, t)
                 for rk, rt in stored.results.items():
-                    add(self._results, rk, rt)
+                    merge_into(self._results, rk, rt)
                 self._recent.adopt(recent, now)
         return conn
 
     def _flush(self, conn: sqlite3.Connection) -> bool:
         with self._lock:
-            scans, self._pending_scans = self._pending_scans, {}
-            results, self._pending_results = self._pending_results, {}
+            running_scans, self._pending_scans = self._pending_scans, {}
+            running_results, self._pending_results = self._pending_results, {}
             recent, self._pending_recent = self._pending_recent, {}
+        # Taken out of the loop's reach above: nothing bumps these any more.
+        scans, results = frozen(running_scans), frozen(running_results)
         if not scans and not results and not recent:
             return True
         try:
@@ -268,9 +276,9 @@ class Ledger:
             with self._lock:
                 # Put the batch back in front of what came meanwhile: nothing counted is lost.
                 for k, t in scans.items():
-                    add(self._pending_scans, k, t)
+                    merge_into(self._pending_scans, k, t)
                 for rk, rt in results.items():
-                    add(self._pending_results, rk, rt)
+                    merge_into(self._pending_results, rk, rt)
                 for scan_id, r in recent.items():
                     self._pending_recent.setdefault(scan_id, r)
                 self._trim_pending_recent()

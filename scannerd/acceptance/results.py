@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import RESULT_STATUSES
@@ -119,7 +119,7 @@ class RecentScans:
             return ResultOutcome(False, "unknown", f"no scan {request.scan_id} on this station (or it is older than the retention)")
         if request.status in scan.statuses:
             return ResultOutcome(False, "repeated", f"scan {request.scan_id} already has a {request.status} result", scan)
-        updated = replace(scan, statuses=scan.statuses | {request.status})
+        updated = scan._replace(statuses=scan.statuses | {request.status})
         self._scans[scan.id] = updated
         return ResultOutcome(True, scan=updated)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .counts import ResultKey, ScanKey, StationCounts, Tally
 
@@ -51,8 +51,7 @@ class LedgerFileError(Exception):
         self.path, self.reason = path, reason
 
 
-@dataclass(frozen=True, slots=True)
-class RecentScan:
+class RecentScan(NamedTuple):
     id: str
     seen: float  # wall clock (time.time()): it must mean the same after a restart
     day: str
