@@ -82,7 +82,7 @@ class FleetPublisher:
                 self.published += 1
                 self.last_payload = body
                 self.last_error = ""
-            except Exception as e:  # noqa: BLE001 - any transport's failure: the next change or interval tries again
+            except Exception as e:  # any transport's failure: the next change or interval tries again
                 self._dirty.set()
                 if str(e) != self.last_error:
                     log.warning("fleet.publish_failed", topic=self.topic, error=str(e))
