@@ -30,7 +30,7 @@ async def test_scans_results_status_and_retained_counts(tmp_path: Path) -> None:
     reply = station.result_command({"cmd": "result", "id": scan.id, "status": "paid", "channel": "unionpay", "medical_insurance": True, "amount_fen": 990})
     assert reply == {"ok": True}
     deadline = time.monotonic() + 30
-    while station.ledger.snapshot() != _held(held):
+    while station.ledger.snapshot() != _held(held) or station.status()["state"] != "ok":
         assert time.monotonic() < deadline, "the retained counts never caught up"
         await asyncio.sleep(0.02)
     status = station.status()
@@ -51,4 +51,27 @@ async def test_without_mqtt_only_the_ledger_runs(tmp_path: Path) -> None:
     station = StationAcceptance(config, "h")
     await station.start()
     assert station.publisher is None and "fleet" not in station.status()
+    await station.stop()
+
+
+async def test_first_retained_message_carries_the_counts_already_in_the_file(tmp_path: Path) -> None:
+    from tests.acceptance_data import write_station
+
+    ledger_path = tmp_path / "ledger.sqlite"
+    write_station(str(ledger_path), "kiosk-host", [("kiosk-1", "kiosk", "inpatient", ["medical:paid", "standard:refunded"])], random.Random(2))
+    config = parse_config({"acceptance": {"ledger": str(ledger_path)}})
+    held: dict[str, bytes] = {}
+
+    async def publish_retained(topic: str, body: bytes) -> None:
+        held[topic] = body
+
+    # A long interval: only the message at start goes out during this test, no later correction.
+    station = StationAcceptance(config, "kiosk-host", publish_retained=publish_retained, topic_prefix="scannerd/kiosk-host", publish_interval_s=3600)
+    await station.start()
+    deadline = time.monotonic() + 30
+    while not held:
+        assert time.monotonic() < deadline, "nothing published at start"
+        await asyncio.sleep(0.02)
+    first = _held(held)
+    assert sum(t.count for t in first.scans.values()) == 2 and sum(t.count for t in first.results.values()) == 2
     await station.stop()

@@ -92,6 +92,7 @@ class Ledger:
         self._counts = {"scans": 0, "results": 0, "refused_results": 0, "batches": 0, "write_errors": 0}
         self._flushed_scans = 0
         self._loaded = False  # the file's rows have joined the in-memory totals
+        self._first_open = threading.Event()  # the writer has tried the file once
 
     # -- the event loop's side ---------------------------------------------------------------
 
@@ -114,6 +115,11 @@ class Ledger:
         thread.join(timeout)
         if thread.is_alive():
             log.error("ledger.stop_timeout", path=self.path, pending=self.pending())
+
+    def wait_opened(self, timeout: float) -> bool:
+        """Block until the writer has tried the file once (its rows are then in snapshot() if it
+        opened). For a caller that must not publish counts without the file's; not on the loop."""
+        return self._first_open.wait(timeout)
 
     def add_listener(self, listener: Listener) -> None:
         """Called (on the caller's thread) after every counted scan or result."""
@@ -209,6 +215,7 @@ class Ledger:
                     stopping = self._stopping  # read before the flush: a stop gets a last one
                 if conn is None and time.monotonic() >= next_open:
                     conn = self._open()
+                    self._first_open.set()
                     if conn is None:
                         next_open = time.monotonic() + self._retry_interval_s
                 if conn is not None:

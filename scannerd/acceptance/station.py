@@ -40,6 +40,9 @@ class StationAcceptance:
     async def start(self) -> None:
         self.ledger.start()
         if self.publisher is not None:
+            # The first retained message must carry the file's counts, not only today's: wait
+            # (off the loop, bounded) until the writer has read the file.
+            await asyncio.to_thread(self.ledger.wait_opened, 10.0)
             await self.publisher.start()
 
     async def stop(self) -> None:
