@@ -253,3 +253,14 @@ def test_result_command_replies(tmp_path: Path) -> None:
     bad = ledger.result_command({**cmd, "status": "done"})
     assert bad["ok"] is False and bad["reason"] == "invalid" and bad["error"].startswith("status: expected one of")
     assert ledger.status()["refused_results"] == 2
+
+
+def test_injected_test_scans_are_not_evidence(tmp_path: Path) -> None:
+    import dataclasses
+
+    ledger = make_ledger(tmp_path / "ledger.sqlite")
+    injected = dataclasses.replace(unionpay_scan(random.Random(10)), injected=True)
+    ledger.on_scan(injected)
+    assert ledger.snapshot().scans == {} and ledger.status()["injected_ignored"] == 1
+    refused = ledger.on_result(injected.id, "paid", "unionpay", False, 1)
+    assert (refused.ok, refused.reason) == (False, "unknown")

@@ -89,7 +89,7 @@ class Ledger:
         self._stopping = False
         self._state = "stopped"
         self._error: LedgerFileError | None = None
-        self._counts = {"scans": 0, "results": 0, "refused_results": 0, "batches": 0, "write_errors": 0}
+        self._counts = {"scans": 0, "injected_ignored": 0, "results": 0, "refused_results": 0, "batches": 0, "write_errors": 0}
         self._flushed_scans = 0
         self._loaded = False  # the file's rows have joined the in-memory totals
         self._first_open = threading.Event()  # the writer has tried the file once
@@ -126,7 +126,14 @@ class Ledger:
         self._listeners.append(listener)
 
     def on_scan(self, event: ScanEvent) -> None:
-        """Count one delivered scan and remember its id for a later `result`."""
+        """Count one scan and remember its id for a later `result`.
+
+        Injected test scans (`inject`) are not evidence: not counted, and a result naming one
+        is refused as unknown."""
+        if event.injected:
+            with self._lock:
+                self._counts["injected_ignored"] += 1
+            return
         now = self._clock()
         c = event.classification
         ts = event.ts
