@@ -91,6 +91,7 @@ class Ledger:
         self._error: LedgerFileError | None = None
         self._counts = {"scans": 0, "injected_ignored": 0, "results": 0, "refused_results": 0, "batches": 0, "write_errors": 0}
         self._flushed_scans = 0
+        self._in_flight = 0  # counts in the batch being written
         self._loaded = False  # the file's rows have joined the in-memory totals
         self._first_open = threading.Event()  # the writer has tried the file once
 
@@ -188,14 +189,19 @@ class Ledger:
 
     def pending(self) -> int:
         with self._lock:
-            return sum(t.count for t in self._pending_scans.values()) + sum(t.count for t in self._pending_results.values())
+            return self._pending_locked()
+
+    def _pending_locked(self) -> int:
+        # Counted, not yet committed: waiting, plus the batch the writer holds right now.
+        waiting = sum(t.count for t in self._pending_scans.values()) + sum(t.count for t in self._pending_results.values())
+        return waiting + self._in_flight
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = {
                 "state": self._state,
                 "path": self.path,
-                "pending": sum(t.count for t in self._pending_scans.values()) + sum(t.count for t in self._pending_results.values()),
+                "pending": self._pending_locked(),
                 "recent_ids": len(self._recent),
                 "flushed_scans": self._flushed_scans,
                 **self._counts,
@@ -280,6 +286,7 @@ class Ledger:
             running_scans, self._pending_scans = self._pending_scans, {}
             running_results, self._pending_results = self._pending_results, {}
             recent, self._pending_recent = self._pending_recent, {}
+            self._in_flight = sum(t.count for t in running_scans.values()) + sum(t.count for t in running_results.values())
         # Taken out of the loop's reach above: nothing bumps these any more.
         scans, results = frozen(running_scans), frozen(running_results)
         if not scans and not results and not recent:
@@ -296,10 +303,12 @@ class Ledger:
                 for scan_id, r in recent.items():
                     self._pending_recent.setdefault(scan_id, r)
                 self._trim_pending_recent()
+                self._in_flight = 0
                 self._counts["write_errors"] += 1
             self._failed(e)
             return False
         with self._lock:
+            self._in_flight = 0
             self._counts["batches"] += 1
             self._flushed_scans += sum(t.count for t in scans.values())
         return True
