@@ -9,7 +9,8 @@ from scannerd.config import Config
 from scannerd.model import DeviceInfo, ScanEvent
 from scannerd.pipeline import new_event_id
 from scannerd.protocol import wall_clock_iso
-from tests.helpers import alipay_code, unionpay_code, wechat_code
+
+from helpers import alipay_code, unionpay_code, wechat_code
 
 _CLASSIFIER = Config().classifier()
 

@@ -6,10 +6,12 @@ import json
 import random
 from pathlib import Path
 
+from acceptance_data import CODE_MAKERS, scan_event
+
 from scannerd.acceptance import Ledger
 from scannerd.config import AcceptanceConfig, SiteConfig
-from tests.acceptance_data import CODE_MAKERS, scan_event
-from tests.helpers import wait_for
+
+from helpers import wait_for
 
 
 def _fragments(code: str, n: int = 8) -> set[str]:

@@ -6,11 +6,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from acceptance_data import medical_scan
+
 from scannerd.acceptance import Ledger
 from scannerd.acceptance.command import RESULT_COMMAND
 from scannerd.command_table import COMMANDS, CommandContext, CommandTable
 from scannerd.config import AcceptanceConfig, SiteConfig
-from tests.acceptance_data import medical_scan
 
 
 class _Daemon:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from acceptance_data import MIXED, Plan, feed, unionpay_scan
 
 from scannerd.acceptance import Ledger
 from scannerd.acceptance.fleet import FleetPublisher, acceptance_topic, payload
 from scannerd.cli import main
 from scannerd.config import AcceptanceConfig, SiteConfig
-from tests.acceptance_data import MIXED, Plan, feed, unionpay_scan
-from tests.mqtt_broker import Broker
+
+from mqtt_broker import Broker
 
 SITE = SiteConfig(hospital="H37020201175", hospital_name="青岛市市立医院")
 
@@ -111,7 +112,7 @@ def test_three_stations_over_mqtt_match_the_directory_report(broker: Broker, tmp
 
 
 def test_report_mqtt_unreachable_broker_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.mqtt_broker import free_port
+    from mqtt_broker import free_port
 
     assert main(["report", "--mqtt", f"127.0.0.1:{free_port()}", "--wait", "0.5"]) == 1
     assert "error: cannot read scannerd/+/acceptance from 127.0.0.1:" in capsys.readouterr().err

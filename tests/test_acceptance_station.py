@@ -8,11 +8,12 @@ import random
 import time
 from pathlib import Path
 
+from acceptance_data import medical_scan
+
 from scannerd.acceptance import read_ledger_file
 from scannerd.acceptance.counts import from_json
 from scannerd.acceptance.station import StationAcceptance
 from scannerd.config import parse_config
-from tests.acceptance_data import medical_scan
 
 
 async def test_scans_results_status_and_retained_counts(tmp_path: Path) -> None:
@@ -55,7 +56,7 @@ async def test_without_mqtt_only_the_ledger_runs(tmp_path: Path) -> None:
 
 
 async def test_first_retained_message_carries_the_counts_already_in_the_file(tmp_path: Path) -> None:
-    from tests.acceptance_data import write_station
+    from acceptance_data import write_station
 
     ledger_path = tmp_path / "ledger.sqlite"
     write_station(str(ledger_path), "kiosk-host", [("kiosk-1", "kiosk", "inpatient", ["medical:paid", "standard:refunded"])], random.Random(2))

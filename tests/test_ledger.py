@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from acceptance_data import medical_scan, scan_event, unionpay_scan
 
 from scannerd.acceptance import (
     Ledger,
@@ -16,8 +17,8 @@ from scannerd.acceptance import (
     read_ledger_file,
 )
 from scannerd.config import AcceptanceConfig, SiteConfig
-from tests.acceptance_data import medical_scan, scan_event, unionpay_scan
-from tests.helpers import wait_for
+
+from helpers import wait_for
 
 SITE = SiteConfig(hospital="H37020201175", hospital_name="青岛市市立医院", area="outpatient")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from scannerd.acceptance import Ledger
 from scannerd.config import AcceptanceConfig, SiteConfig
-from tests.helpers import REPO, wait_for
+
+from helpers import REPO, wait_for
 
 # Feeds scans as fast as it can on many devices (big batches), printing how many it has fed
 # and how many the writer has committed, until killed.
@@ -21,7 +22,7 @@ CHILD = textwrap.dedent(
     import random, sys
     from scannerd.acceptance import Ledger
     from scannerd.config import AcceptanceConfig, SiteConfig
-    from tests.acceptance_data import unionpay_scan
+    from acceptance_data import unionpay_scan
 
     path = sys.argv[1]
     ledger = Ledger(path, station="crash", site=SiteConfig(), acceptance=AcceptanceConfig(ledger=path, result_ids_max=1_000_000),
@@ -48,7 +49,7 @@ def _stored(path: Path) -> tuple[int, int, str]:
 
 def test_sigkill_mid_batch_then_reopen(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     before = 0
     for round_ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, env=env, cwd=REPO, text=True)

@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from acceptance_data import MIXED, Plan, write_station
 
 from scannerd.acceptance import read_ledger_file
 from scannerd.acceptance.evidence import EvidenceError, build_evidence
 from scannerd.acceptance.render import Labels, csv_header, render
 from scannerd.cli import main
 from scannerd.config import AcceptanceConfig, SiteConfig, parse_config
-from tests.acceptance_data import MIXED, Plan, write_station
 
 SITE = SiteConfig(hospital="H37020201175", hospital_name="青岛市市立医院")
 
@@ -81,8 +81,9 @@ def test_complete_hospital_and_required_areas(tmp_path: Path) -> None:
 
 
 def test_since_until_select_days(tmp_path: Path) -> None:
+    from acceptance_data import medical_scan
+
     from scannerd.acceptance import Ledger
-    from tests.acceptance_data import medical_scan
 
     path = tmp_path / "s.sqlite"
     ledger = Ledger(str(path), station="s", site=SITE, acceptance=AcceptanceConfig())
