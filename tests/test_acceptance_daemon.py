@@ -116,6 +116,8 @@ async def test_scans_and_results_through_the_daemon_leave_counts_only(
             wait_for(lambda: client.command({"cmd": "status"})["acceptance"]["pending"] == 0, timeout=30)
             assert _leaks(_everything_under(state), codes) == []
             client.close()
+            assert await asyncio.to_thread(main, ["status", "--socket", str(sock)]) == 0
+            assert f"acceptance ledger: ok {state / 'ledger.sqlite'}: {len(codes)} scans, 4 results" in capsys.readouterr().out
         finally:
             assert daemon.stop() == 0
 
