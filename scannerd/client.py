@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .config import SYSTEM_SOCKET_PATH, load_config
+from .simulator import demo_socket_path
 
 
 class ClientError(RuntimeError):
@@ -23,6 +24,8 @@ def resolve_socket_path(socket_path: str | None, config_path: str | None = None)
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):
         return SYSTEM_SOCKET_PATH
+    if not os.path.exists(path) and config_path is None and os.path.exists(demo_socket_path()):
+        return demo_socket_path()  # a running `scannerd demo`: its socket is in a well-known place
     return path
 
 
