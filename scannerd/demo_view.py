@@ -5,25 +5,16 @@ Pure: events (as decoded from the socket) in, text out. Codes are shown masked o
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .i18n import _, ljust
+from .latency_window import percentile
 from .model import mask
 
 # Column widths, in terminal columns (Chinese headings are two columns a character).
 _WIDTHS = (12, 13, 10, 26, 24)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _row(*cells: str) -> str:

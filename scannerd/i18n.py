@@ -12,8 +12,8 @@ and the protocol are never translated.
 
 from __future__ import annotations
 
-import ast
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 from functools import cache
@@ -52,16 +52,23 @@ class PoError(ValueError):
     """A catalog line that is not valid .po syntax (file and line number in the message)."""
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
+_ESCAPE = re.compile(r'\\(.)')
+
+
 def _unquote(token: str, where: str) -> str:
     if len(token) < 2 or token[0] != '"' or token[-1] != '"':
         raise PoError(f"{where}: expected a quoted string, got {token!r}")
-    try:
-        value = ast.literal_eval(token)  # .po strings use C escapes, a subset of Python's
-    except (ValueError, SyntaxError):
-        raise PoError(f"{where}: bad string {token!r}") from None
-    if not isinstance(value, str):
-        raise PoError(f"{where}: bad string {token!r}")
-    return value
+    body = token[1:-1]
+    if re.search(r'(?<!\\)(\\\\)*"', body):
+        raise PoError(f"{where}: unescaped quote in {token!r}")
+
+    def unescape(m: re.Match[str]) -> str:
+        if m.group(1) not in _ESCAPES:
+            raise PoError(f"{where}: unsupported escape \\{m.group(1)} in {token!r}")
+        return _ESCAPES[m.group(1)]
+
+    return _ESCAPE.sub(unescape, body)
 
 
 def parse_po(text: str, name: str = "<po>") -> dict[str, str]:
