@@ -59,7 +59,7 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
             line = stream.readline()
             if not line:
                 raise ClientError(f"{path}: the daemon closed the connection")
-            msg = json.loads(line)
+            msg: dict[str, Any] = json.loads(line)
             if msg.get("type") == "reply" and msg.get("cmd") == cmd.get("cmd"):
                 return msg
     except TimeoutError:
