@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .config import SYSTEM_SOCKET_PATH, load_config
-from .simulator import demo_socket_path
+from .simulator import demo_running, demo_socket_path
 
 
 class ClientError(RuntimeError):
@@ -19,13 +19,13 @@ class ClientError(RuntimeError):
 def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
     if socket_path:
         return socket_path
+    if config_path is None and demo_running():
+        return demo_socket_path()  # while a `scannerd demo` runs the CLI talks to it; --socket or -c for another
     path = load_config(config_path).socket.path
     # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):
         return SYSTEM_SOCKET_PATH
-    if not os.path.exists(path) and config_path is None and os.path.exists(demo_socket_path()):
-        return demo_socket_path()  # a running `scannerd demo`: its socket is in a well-known place
     return path
 
 

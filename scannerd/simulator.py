@@ -84,6 +84,16 @@ def demo_socket_path() -> str:
     return str(demo_directory() / "scannerd.sock")
 
 
+def demo_running() -> bool:
+    """A `scannerd demo` holds its folder's lock and serves its socket there right now."""
+    directory = demo_directory()
+    try:
+        pid = int((directory / "demo.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return os.path.exists(f"/proc/{pid}") and os.path.exists(directory / "scannerd.sock")
+
+
 def demo_config(directory: Path, link: Path, kiosk: Path | None = None, socket_path: Path | None = None) -> str:
     """A config for simulated scanners: a cashier window on `link` and, optionally, a kiosk on
     `kiosk`. Auto-detection is off: a demo must never grab the site's real scanners."""

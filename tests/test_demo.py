@@ -173,3 +173,19 @@ def test_the_demo_refuses_a_folder_it_does_not_own(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not a folder owned by this user" in result.stderr
     assert list(target.iterdir()) == []
+
+
+def test_the_cli_ignores_what_a_dead_demo_left_behind(tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scannerd.client import resolve_socket_path
+    from scannerd.simulator import demo_running
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    folder = runtime / "scannerd-demo"
+    folder.mkdir()
+    (folder / "scannerd.sock").touch()
+    (folder / "demo.lock").write_text("999999999\n")  # above any pid_max: never a live process
+    assert not demo_running()
+    assert resolve_socket_path(None) != str(folder / "scannerd.sock")
+    (folder / "demo.lock").write_text(f"{os.getpid()}\n")
+    assert demo_running() and resolve_socket_path(None) == str(folder / "scannerd.sock")
+    assert resolve_socket_path("/explicit.sock") == "/explicit.sock"
