@@ -28,6 +28,7 @@ from .command_table import CommandContext, CommandError, CommandTable
 from .delivery.hub import Hub, HubError
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
+from .hints import NoScannerHint
 from .pipeline import Pipeline
 from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
@@ -76,6 +77,7 @@ class Daemon:
         self.classifier = config.classifier()
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
+        self.no_scanner_hint = NoScannerHint()
         # Delivery: outcomes are counted by whoever subscribes (metrics now, the ledger later).
         self.outcomes = Outcomes()
         self.outcomes.subscribe(OutcomeMetrics(self.metrics))
@@ -111,6 +113,7 @@ class Daemon:
         await self._start_discovery()
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
+        self._hint_if_no_scanner()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -154,6 +157,12 @@ class Daemon:
         while True:
             await asyncio.sleep(10)
             self.notifier.status(self.status_line())
+            self._hint_if_no_scanner()
+
+    def _hint_if_no_scanner(self) -> None:
+        hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
+        if hint is not None:
+            log.warning("no_scanner", hint=hint)
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
