@@ -30,34 +30,34 @@ FULL_REPLY = {
          "role": "kiosk", "last_scan_s_ago": None},
     ],
     "armed": {"kiosk-7": {"armed": True, "remaining_s": 41.6}},
-    "sinks": {"socket": {"subscribers": {"his": 1, "monitor": 2}, "queued": 0}},
+    "sinks": {"socket": {"path": "/run/scannerd/scannerd.sock", "his": 1, "monitors": 2, "unsubscribed": 0, "queued": 0}},
 }
 
 EXPECTED_EN = """\
 scannerd 0.2.0 on cashier-07, up 1 h 2 min, config /etc/scannerd/config.toml
 last reload: REFUSED at 09:15:02, old config kept: scanner[1].baudrate: expected …
 today (2026-12-01): 57 scans, 3 rejects
-connections: 1 HIS, 2 monitor
+connections: 1 HIS, 2 monitor, 0 not subscribed
 
   window-1  serial  present  /dev/ttyACM0  outpatient/window
       today 40 scans, rejects: no_terminator 2; latency p50 0.41 ms, p99 1.2 ms; last scan 3 s ago
   kiosk-7   evdev   ABSENT   /dev/input/event5  outpatient/kiosk  armed, 42 s left
       today 17 scans, rejects: not_armed 1; last scan: never
 
-  sink socket: subscribers={'his': 1, 'monitor': 2} queued=0"""
+  sink socket: path=/run/scannerd/scannerd.sock his=1 monitors=2 unsubscribed=0 queued=0"""
 
 EXPECTED_ZH = """\
 scannerd 0.2.0，主机 cashier-07，已运行 1 小时 2 分，配置 /etc/scannerd/config.toml
 上次重载：09:15:02 被拒绝，沿用原配置：scanner[1].baudrate: expected …
 今日（2026-12-01）：扫码 57 次，拒绝 3 次
-连接：HIS 1 个，监视 2 个
+连接：HIS 1 个，监视 2 个，未订阅 0 个
 
   window-1  serial  在线     /dev/ttyACM0  outpatient/window
       今日扫码 40 次，拒绝：no_terminator 2; 延迟 p50 0.41 毫秒，p99 1.2 毫秒; 上次扫码：3 秒前
   kiosk-7   evdev   未连接   /dev/input/event5  outpatient/kiosk  已开启扫码，剩余 42 秒
       今日扫码 17 次，拒绝：not_armed 1; 上次扫码：无
 
-  输出 socket：subscribers={'his': 1, 'monitor': 2} queued=0"""
+  输出 socket：path=/run/scannerd/scannerd.sock his=1 monitors=2 unsubscribed=0 queued=0"""
 
 
 def set_locale(monkeypatch: pytest.MonkeyPatch, lang: str) -> None:
@@ -79,9 +79,9 @@ def test_status_render_in_chinese(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_status_render_of_an_idle_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     set_locale(monkeypatch, "zh_CN.UTF-8")
     text = status.render({"version": "0.2.0", "host": "h", "uptime_s": 5, "config": "<embedded default>",
-                          "scans_today": 0, "devices": [], "sinks": {"socket": {"clients": 1}}})
+                          "scans_today": 0, "devices": [], "sinks": {"socket": {"his": 0, "monitors": 0, "unsubscribed": 0}}})
     assert "已运行 5 秒" in text and "上次重载：启动以来未重载" in text and "今日扫码：0 次" in text
-    assert "连接：除本次查询外 0 个" in text  # the one connection counted is this query itself
+    assert "连接：HIS 0 个，监视 0 个，未订阅 0 个" in text
     assert "`scannerd devices` 显示原因，`scannerd demo` 演示完整流程" in text
 
 
@@ -128,8 +128,8 @@ path = "{tmp_path / 'unplugged-by-id'}"
 
 def test_status_against_the_daemon_in_both_languages(site: tuple[Daemon, Path, Path, PtyScanner]) -> None:
     _daemon, sock, _config, window = site
-    his = Client(sock)
-    assert his.command({"cmd": "subscribe"})["ok"]
+    his = Client(sock)  # subscribed as role "his"
+    watcher = Client(sock, role=None)  # connected, never subscribed
     wait_for(lambda: [d["present"] for d in his.command({"cmd": "status"})["devices"]] == [True, True, False], 20)
     assert his.command({"cmd": "arm", "device": "kiosk-7", "ttl_s": 300})["ok"]
     window.release_slave()
@@ -139,17 +139,18 @@ def test_status_against_the_daemon_in_both_languages(site: tuple[Daemon, Path, P
     assert zh.returncode == 0, zh.stderr
     lines = zh.stdout.splitlines()
     assert "今日扫码：1 次" in lines
-    assert "连接：除本次查询外 1 个" in lines  # the HIS above, not this query
+    assert "连接：HIS 1 个，监视 0 个，未订阅 1 个" in lines  # the two above, not this query itself
     assert any(ln.startswith("  kiosk-7") and "在线" in ln and "已开启扫码，剩余 " in ln for ln in lines), zh.stdout
     assert any(ln.startswith("  window-2") and "未连接" in ln for ln in lines), zh.stdout
     assert any("上次扫码：" in ln and "秒前" in ln for ln in lines), zh.stdout
     en = cli("status", "--socket", str(sock))
-    assert "scans today: 1" in en.stdout and "connections: 1 other than this one" in en.stdout
+    assert "scans today: 1" in en.stdout and "connections: 1 HIS, 0 monitor, 1 not subscribed" in en.stdout
     assert any(ln.startswith("  kiosk-7") and "armed, " in ln and " s left" in ln for ln in en.stdout.splitlines()), en.stdout
     # Field names and JSON stay English whatever the locale.
     as_json = json.loads(cli("status", "--socket", str(sock), "--json", lang="zh_CN.UTF-8").stdout)
     assert as_json["scans_today"] == 1 and as_json["armed"]["kiosk-7"]["armed"] is True
     his.close()
+    watcher.close()
 
 
 def test_devices_lists_every_configured_scanner_present_or_missing_in_both_languages(site: tuple[Daemon, Path, Path, PtyScanner]) -> None:

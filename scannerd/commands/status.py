@@ -77,18 +77,12 @@ def _reload(last: dict[str, Any] | None) -> str:
 
 
 def _connections(sinks: dict[str, Any]) -> str | None:
-    """HIS and monitor connections, this query not among them."""
+    """HIS and monitor connections; the daemon leaves out the connection asking."""
     socket = sinks.get("socket")
-    if not isinstance(socket, dict):
+    if not isinstance(socket, dict) or not isinstance(socket.get("his"), int):
         return None
-    roles = socket.get("subscribers")
-    if isinstance(roles, dict):  # the daemon counts subscriptions by role: this query has none
-        return _("connections: {his} HIS, {monitor} monitor").format(his=roles.get("his", 0), monitor=roles.get("monitor", 0))
-    clients = socket.get("clients")
-    if isinstance(clients, int):
-        # An older daemon counts every open connection, this one included.
-        return _("connections: {n} other than this one").format(n=max(0, clients - 1))
-    return None
+    return _("connections: {his} HIS, {monitors} monitor, {other} not subscribed").format(
+        his=socket["his"], monitors=socket.get("monitors", 0), other=socket.get("unsubscribed", 0))
 
 
 def render(answer: dict[str, Any]) -> str:
