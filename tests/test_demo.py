@@ -189,3 +189,16 @@ def test_the_cli_ignores_what_a_dead_demo_left_behind(tmp_path: Path, runtime: P
     (folder / "demo.lock").write_text(f"{os.getpid()}\n")
     assert demo_running() and resolve_socket_path(None) == str(folder / "scannerd.sock")
     assert resolve_socket_path("/explicit.sock") == "/explicit.sock"
+
+
+def test_ctrl_c_reaches_demo_and_daemon_together_and_the_demo_still_ends_cleanly(tmp_path: Path) -> None:
+    demo = Demo(tmp_path, "--interval", "0.3", "--dir", str(tmp_path / "d"))
+    try:
+        daemon = demo.daemon_pid()
+        demo.wait_for_output(r"sim-window-1\s+\w+\s+\w+\s+\S+\s+[\d.]+ ms$")
+        os.killpg(demo.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        assert demo.proc.wait(60) == 0, demo.err()
+        assert SUMMARY.search(demo.out()), demo.out() + demo.err()
+        assert not alive(daemon) and alive_in_group(demo.proc.pid) == []
+    finally:
+        demo.kill()

@@ -306,13 +306,22 @@ def _loop(args: argparse.Namespace, stop: _Stop, socket_path: str, monitor: Moni
         wait = min(0.2, max(0.0, next_step - time.monotonic()))
         if deadline is not None:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
-        _show(monitor.poll(wait), tally)
+        try:
+            _show(monitor.poll(wait), tally)
+        except ClientError:
+            if stop.signal is None:
+                raise
+            return  # Ctrl-C reached the daemon too (same process group): it closed first
     # What was already on its way when we stopped still belongs in the table and the summary.
     quiet_until = time.monotonic() + 0.5
     while time.monotonic() < quiet_until:
-        events = monitor.poll(quiet_until - time.monotonic())
-        if events:
-            _show(events, tally)
+        try:
+            events = monitor.poll(quiet_until - time.monotonic())
+        except ClientError:
+            if stop.signal is None:
+                raise
+            return
+        _show(events, tally)
 
 
 def _show(events: list[dict[str, Any]], tally: Tally) -> None:
