@@ -38,7 +38,7 @@ def shell_blocks(markdown: str) -> list[tuple[str, str]]:
     """(the `## ` heading above it, the block's text) for every ```sh block."""
     out: list[tuple[str, str]] = []
     heading = ""
-    for m in re.finditer(r"^## (.+)$|^```sh\n(.*?)^```$", markdown, re.MULTILINE | re.DOTALL):
+    for m in re.finditer(r"^## ([^\n]+)$|^```sh\n(.*?)^```$", markdown, re.MULTILINE | re.DOTALL):
         if m.group(1) is not None:
             heading = m.group(1)
         else:
