@@ -18,7 +18,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FILE_NAME", "FORMAT", "DayCounts", "default_state_dir"]
+import structlog
+
+from .model import Event, RejectEvent, ScanEvent
+from .sinks.base import Sink
+
+__all__ = ["FILE_NAME", "FORMAT", "DayCountSink", "DayCounts", "default_state_dir"]
+
+log = structlog.get_logger("scannerd.daycounts")
 
 FORMAT = "scannerd-daycounts/1"
 FILE_NAME = "daycounts.json"
@@ -174,3 +181,40 @@ def _check(data: Any) -> str | None:
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
+
+
+class DayCountSink(Sink):
+    """Counts what the pipeline emits (scans, rejects by reason) into DayCounts. It holds no
+    event: a scan is counted once, when the pipeline emits it, whoever then receives it."""
+
+    name = "daycounts"
+
+    def __init__(self, counts: DayCounts) -> None:
+        self.counts = counts
+        self._write_failed = False
+
+    async def start(self) -> None:
+        if self.counts.load_problem:
+            log.warning("daycounts_reset", problem=self.counts.load_problem)
+
+    async def stop(self) -> None:
+        self.flush()
+
+    def deliver(self, event: Event) -> None:
+        if isinstance(event, ScanEvent):
+            self.counts.scan(event.device.name)
+        elif isinstance(event, RejectEvent):
+            self.counts.reject(event.device, event.reason)
+
+    def flush(self) -> None:
+        """Write the counts if they changed; one log line when writing starts or stops failing."""
+        try:
+            self.counts.flush()
+        except OSError as e:
+            if not self._write_failed:
+                log.error("daycounts_unwritable", path=str(self.counts.path), error=e.strerror or str(e))
+            self._write_failed = True
+            return
+        if self._write_failed:
+            log.info("daycounts_writable", path=str(self.counts.path))
+        self._write_failed = False

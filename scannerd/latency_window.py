@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from .delivery.outcomes import DeliveryOutcome, Outcome
+
 __all__ = ["LatencyWindow", "percentile"]
 
 
@@ -34,6 +36,11 @@ class LatencyWindow:
                 return
             window = self._seen[device] = deque(maxlen=self.size)
         window.append(seconds)
+
+    def on_outcome(self, outcome: DeliveryOutcome) -> None:
+        """An Outcomes listener: what reached an HIS, and how long it took."""
+        if outcome.outcome is Outcome.DELIVERED and outcome.latency_s is not None:
+            self.add(outcome.device, outcome.latency_s)
 
     def snapshot(self) -> dict[str, dict[str, float | int]]:
         """{device: {"p50_ms": …, "p99_ms": …, "n": …}} for devices with at least one value."""
