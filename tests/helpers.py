@@ -185,7 +185,8 @@ class Daemon:
     def __init__(self, config: Path, socket_path: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.socket_path = socket_path
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        # Day counts go beside the config: test daemons must not share the machine's state directory.
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(config.parent), **(env or {})}
         self.stderr_path = config.with_suffix(".log")
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
