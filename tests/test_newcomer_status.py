@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,7 +46,7 @@ connections: 1 HIS, 2 monitor, 0 not subscribed
   kiosk-7   evdev   ABSENT   /dev/input/event5  outpatient/kiosk  armed, 42 s left
       today 17 scans, rejects: not_armed 1; last scan: never
 
-  sink socket: path=/run/scannerd/scannerd.sock his=1 monitors=2 unsubscribed=0 queued=0"""
+  sink socket: path=/run/scannerd/scannerd.sock queued=0"""
 
 EXPECTED_ZH = """\
 scannerd 0.2.0，主机 cashier-07，已运行 1 小时 2 分，配置 /etc/scannerd/config.toml
@@ -53,11 +55,11 @@ scannerd 0.2.0，主机 cashier-07，已运行 1 小时 2 分，配置 /etc/scan
 连接：HIS 1 个，监视 2 个，未订阅 0 个
 
   window-1  serial  在线     /dev/ttyACM0  outpatient/window
-      今日扫码 40 次，拒绝：no_terminator 2; 延迟 p50 0.41 毫秒，p99 1.2 毫秒; 上次扫码：3 秒前
+      今日扫码 40 次，拒绝：no_terminator 2；延迟 p50 0.41 毫秒，p99 1.2 毫秒；上次扫码：3 秒前
   kiosk-7   evdev   未连接   /dev/input/event5  outpatient/kiosk  已开启扫码，剩余 42 秒
-      今日扫码 17 次，拒绝：not_armed 1; 上次扫码：无
+      今日扫码 17 次，拒绝：not_armed 1；上次扫码：无
 
-  输出 socket：path=/run/scannerd/scannerd.sock his=1 monitors=2 unsubscribed=0 queued=0"""
+  输出 socket：path=/run/scannerd/scannerd.sock queued=0"""
 
 
 def set_locale(monkeypatch: pytest.MonkeyPatch, lang: str) -> None:
@@ -138,13 +140,13 @@ def test_status_against_the_daemon_in_both_languages(site: tuple[Daemon, Path, P
     zh = cli("status", "--socket", str(sock), lang="zh_CN.UTF-8")
     assert zh.returncode == 0, zh.stderr
     lines = zh.stdout.splitlines()
-    assert "今日扫码：1 次" in lines
+    assert re.fullmatch(r"今日（\d{4}-\d\d-\d\d）：扫码 1 次，拒绝 0 次", lines[2]), zh.stdout
     assert "连接：HIS 1 个，监视 0 个，未订阅 1 个" in lines  # the two above, not this query itself
     assert any(ln.startswith("  kiosk-7") and "在线" in ln and "已开启扫码，剩余 " in ln for ln in lines), zh.stdout
     assert any(ln.startswith("  window-2") and "未连接" in ln for ln in lines), zh.stdout
     assert any("上次扫码：" in ln and "秒前" in ln for ln in lines), zh.stdout
     en = cli("status", "--socket", str(sock))
-    assert "scans today: 1" in en.stdout and "connections: 1 HIS, 0 monitor, 1 not subscribed" in en.stdout
+    assert re.search(r"^today \(\d{4}-\d\d-\d\d\): 1 scans, 0 rejects$", en.stdout, re.MULTILINE) and "connections: 1 HIS, 0 monitor, 1 not subscribed" in en.stdout
     assert any(ln.startswith("  kiosk-7") and "armed, " in ln and " s left" in ln for ln in en.stdout.splitlines()), en.stdout
     # Field names and JSON stay English whatever the locale.
     as_json = json.loads(cli("status", "--socket", str(sock), "--json", lang="zh_CN.UTF-8").stdout)
@@ -171,3 +173,46 @@ def test_devices_lists_every_configured_scanner_present_or_missing_in_both_langu
     rows = [json.loads(ln) for ln in cli("devices", "-c", str(config), "--json", lang="zh_CN.UTF-8").stdout.splitlines()]
     configured = {r["scanner"]: r["action"] for r in rows if r["kind"] == "scanner"}
     assert configured == {"window-1": "found", "kiosk-7": "found", "window-2": "missing"}
+
+
+def test_scans_today_survive_a_restart_and_status_shows_rejects_latency_and_reload(tmp_path: Path) -> None:
+    window = PtyScanner(tmp_path, "window-by-id")
+    sock = tmp_path / "scannerd.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[socket]\npath = "{sock}"\n[discovery]\nauto = false\n[[scanner]]\nname = "window-1"\npath = "{window.link}"\n')
+    codes = [wechat_code() for _ in range(2)]
+    try:
+        daemon = Daemon(config, sock)
+        daemon.wait_ready()
+        his = Client(sock)
+        his.wait_present(20)
+        window.release_slave()
+        for code in codes:
+            window.write(f"]Q1{code}\r".encode())
+            assert his.next_of("scan", timeout=20)["code"] == code
+        window.write(b"\x02\x07\r")
+        assert his.next_of("reject", timeout=20)["reason"] == "non_printable"
+        first = his.status()
+        assert first["today"]["devices"]["window-1"] == {"scans": 2, "rejects": {"non_printable": 1}}
+        assert first["latency"]["window-1"]["n"] == 2 and first["latency"]["window-1"]["p99_ms"] > 0
+        assert first["last_reload"] is None
+        his.close()
+        assert daemon.stop() == 0
+        counts_file = tmp_path / "daycounts.json"  # the test daemon's STATE_DIRECTORY
+        assert all(code not in counts_file.read_text() and code[-8:] not in counts_file.read_text() for code in codes)
+
+        daemon = Daemon(config, sock)  # the same machine, a new daemon
+        daemon.wait_ready()
+        again = Client(sock, role=None)
+        status_now = again.status()
+        assert status_now["scans_today"] == 2
+        assert status_now["today"]["devices"]["window-1"] == {"scans": 2, "rejects": {"non_printable": 1}}
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: again.status()["last_reload"] is not None, 20)
+        assert again.status()["last_reload"]["ok"] is True
+        text = cli("status", "--socket", str(sock)).stdout
+        assert "last reload: applied at " in text and "today 2 scans, rejects: non_printable 1" in text, text
+        again.close()
+        daemon.stop()
+    finally:
+        window.close()

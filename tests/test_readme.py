@@ -262,9 +262,11 @@ def test_command_1_and_the_demo_as_written_in_a_fresh_clone_without_sudo(tmp_pat
         **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LC_", "LANG"))},
         "PATH": str(bin_dir),
         "LANG": "C.UTF-8",
-        # Where a root daemon's socket goes (systemd's variable): this shared machine's
-        # /run/scannerd is not the test's to take. The demo's folder is under XDG_RUNTIME_DIR.
+        # Where a root daemon's socket and day counts go (systemd's variables): this shared
+        # machine's /run/scannerd and /var/lib/scannerd are not the test's to take. The demo's
+        # folder is under XDG_RUNTIME_DIR.
         "RUNTIME_DIRECTORY": str(run_dir),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
         "XDG_RUNTIME_DIR": str(xdg),
     }
     one, _two = quick_start()

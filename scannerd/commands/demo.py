@@ -96,11 +96,14 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def start_daemon(config: Path, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    # The demo's day counts stay in its own folder, never in the site's state directory.
+    env = {**os.environ, "STATE_DIRECTORY": str(config.parent)}
     return subprocess.Popen(
         [sys.executable, "-m", "scannerd", "run", "-c", str(config), "--log-format", "text"],
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        env=env,
         preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 — the demo runs no threads
     )
 

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONNECTION_KEYS = frozenset({"connections", "his", "monitors", "unsubscribed"})
+
+
 def _duration(seconds: float) -> str:
     s = int(seconds)
     if s < 60:
@@ -73,7 +76,9 @@ def _reload(last: dict[str, Any] | None) -> str:
     at = str(last.get("at", ""))[11:19] or "?"
     if last.get("ok"):
         return _("last reload: applied at {at}").format(at=at)
-    return _("last reload: REFUSED at {at}, old config kept: {error}").format(at=at, error=last.get("error", "?"))
+    if last.get("error"):
+        return _("last reload: REFUSED at {at}, old config kept: {error}").format(at=at, error=last["error"])
+    return _("last reload: REFUSED at {at}, old config kept (the daemon's log says why: reload_refused)").format(at=at)
 
 
 def _connections(sinks: dict[str, Any]) -> str | None:
@@ -127,10 +132,12 @@ def render(answer: dict[str, Any]) -> str:
             detail.append(_("latency p50 {p50} ms, p99 {p99} ms").format(p50=lat["p50_ms"], p99=lat.get("p99_ms", "?")))
         last = d.get("last_scan_s_ago")
         detail.append(_("last scan: never") if last is None else _("last scan {ago} ago").format(ago=_duration(float(last))))
-        lines.append("      " + "; ".join(detail))
+        lines.append("      " + _("; ").join(detail))
     sinks = answer.get("sinks", {})
     if sinks:
         lines.append("")
     for sink_name, s in sinks.items():
-        lines.append(_("  sink {name}: ").format(name=sink_name) + " ".join(f"{k}={v}" for k, v in s.items()))
+        # The socket's connection counts are on the connections line above (without this query).
+        shown = {k: v for k, v in s.items() if not (sink_name == "socket" and k in _CONNECTION_KEYS)}
+        lines.append(_("  sink {name}: ").format(name=sink_name) + " ".join(f"{k}={v}" for k, v in shown.items()))
     return "\n".join(lines)
