@@ -21,7 +21,8 @@ def resolve_socket_path(socket_path: str | None, config_path: str | None = None)
         return socket_path
     if config_path is None and demo_running():
         return demo_socket_path()  # while a `scannerd demo` runs the CLI talks to it; --socket or -c for another
-    path = load_config(config_path).socket.path
+    # Rules uncompiled: a technician needs `status` most when a site rule is broken.
+    path = load_config(config_path, compile_rules=False).socket.path
     # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):

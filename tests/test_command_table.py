@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delivery_parts import Rig
 from scannerd.command_table import COMMANDS, MQTT, SOCKET, WEBSOCKET, CommandContext, CommandTable
 from scannerd.protocol import ProtocolError, decode_command
+
+from delivery_parts import Rig
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 import heapq
 import itertools
 import time
@@ -253,8 +254,8 @@ class Hub(Sink):
 
     # --- reload hand-over -----------------------------------------------------------------------
 
-    def take_pending(self) -> list[ScanEvent]:
-        pending = [q.event for q in self._pending]
+    def take_pending(self) -> list[Event]:
+        pending: list[Event] = [q.event for q in self._pending]
         self._pending.clear()
         return pending
 
@@ -374,7 +375,7 @@ class Hub(Sink):
             if sub.peer.buffered() + len(line) > limit and sub.peer.buffered() > 0:
                 if not sub.waiting_writable:
                     sub.waiting_writable = True
-                    sub.peer.on_writable(lambda s=sub: self._writable(s))
+                    sub.peer.on_writable(functools.partial(self._writable, sub))
                 return
             sub.outbox.popleft()
             sub.peer.write(line)
