@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, wait_for
 
 INJECTED = "134567890123456789"

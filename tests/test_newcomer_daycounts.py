@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
 from scannerd.daycounts import FILE_NAME, FORMAT, MAX_DEVICES, OTHER, DayCounts, default_state_dir
 from scannerd.latency_window import LatencyWindow, percentile
+
+from helpers import REPO
 
 WRITER = """
 import sys

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Client, Daemon, PtyScanner, wait_for
 from scannerd.hints import REPEAT_S, NoScannerHint
+
+from helpers import Client, Daemon, PtyScanner, wait_for
 
 
 def test_hint_at_start_then_every_few_minutes_while_still_none() -> None:

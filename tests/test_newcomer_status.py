@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 from scannerd.commands import status
+
+from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 
 FULL_REPLY = {
     "version": "0.2.0", "host": "cashier-07", "uptime_s": 3725.4, "config": "/etc/scannerd/config.toml",

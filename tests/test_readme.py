@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_demo import alive_in_group
 
 from helpers import REPO, wait_for
-from test_demo import alive_in_group
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 README_ZH = (REPO / "README.zh-CN.md").read_text(encoding="utf-8")

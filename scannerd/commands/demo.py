@@ -104,7 +104,7 @@ def start_daemon(config: Path, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 — the demo runs no threads
+        preexec_fn=_die_with_parent(os.getpid()),  # safe: the demo runs no threads
     )
 
 

@@ -71,7 +71,7 @@ def list_usb(context: Any) -> list[UsbDescription]:
     for dev in context.list_devices(subsystem="usb", DEVTYPE="usb_device"):
         attrs = dev.attributes
 
-        def get(name: str) -> str:
+        def get(name: str, attrs: Any = attrs) -> str:
             v = attrs.get(name)
             return v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else ""
 
