@@ -182,15 +182,19 @@ class Monitor:
         self.sock.close()
 
 
-def wait_for_socket(path: str, daemon: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
+def wait_for_socket(path: str, daemon: subprocess.Popen[bytes], log_path: Path, stopped: Callable[[], bool],
+                    timeout: float = 60.0) -> bool:
+    """True once the daemon answers on `path`; False if the demo is stopped first."""
     deadline = time.monotonic() + timeout
     while True:
+        if stopped():
+            return False
         if daemon.poll() is not None:
             raise DemoError(_("the daemon exited with code {code}; its log:\n{log}").format(code=daemon.returncode, log=_tail(log_path)))
         try:
             sock, _stream = connect(path, timeout=5.0)
             sock.close()
-            return
+            return True
         except (ClientError, OSError):
             pass
         if time.monotonic() > deadline:
@@ -198,9 +202,9 @@ def wait_for_socket(path: str, daemon: subprocess.Popen[bytes], log_path: Path, 
         time.sleep(0.05)
 
 
-def wait_present(path: str, timeout: float = 30.0) -> bool:
+def wait_present(path: str, stopped: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopped():
         devices = request(path, {"cmd": "status"}).get("devices", [])
         if len(devices) == 2 and all(d.get("present") for d in devices):
             return True
@@ -232,6 +236,9 @@ class _Stop:
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signum
+
+    def requested(self) -> bool:
+        return self.signal is not None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,14 +278,15 @@ def _run(args: argparse.Namespace, directory: Path, stop: _Stop) -> int:
         print(_("scannerd demo: simulated scanners → the daemon → what the HIS receives. Ctrl-C stops everything."))
         print(_("  daemon:  pid {pid}, log {log}").format(pid=daemon.pid, log=log_path))
         print(_("  socket:  {path}").format(path=socket_path))
-        wait_for_socket(socket_path, daemon, log_path)
-        monitor = Monitor(socket_path)
-        if not wait_present(socket_path):
-            print(_("warning: the simulated scanners are not open yet; see {log}").format(log=log_path), file=sys.stderr)
-        print(_("  from a second terminal: {cli} inject --device {device} 134567890123456789").format(cli=_cli_name(), device=WINDOW))
-        print()
-        print(header(), flush=True)
-        _loop(args, stop, socket_path, monitor, scanners, tally)
+        # Ctrl-C may come while the daemon starts: then there is nothing to show but the summary.
+        if wait_for_socket(socket_path, daemon, log_path, stop.requested):
+            monitor = Monitor(socket_path)
+            if not wait_present(socket_path, stop.requested) and not stop.requested():
+                print(_("warning: the simulated scanners are not open yet; see {log}").format(log=log_path), file=sys.stderr)
+            print(_("  from a second terminal: {cli} inject --device {device} 134567890123456789").format(cli=_cli_name(), device=WINDOW))
+            print()
+            print(header(), flush=True)
+            _loop(args, stop, socket_path, monitor, scanners, tally)
     except ClientError as e:
         raise DemoError(_("{error}; the daemon's log:\n{log}").format(error=e, log=_tail(log_path))) from None
     finally:
@@ -299,7 +307,7 @@ def _loop(args: argparse.Namespace, stop: _Stop, socket_path: str, monitor: Moni
     started = time.monotonic()
     deadline = None if args.seconds is None else started + args.seconds
     next_step = started
-    while stop.signal is None:
+    while not stop.requested():
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             break
@@ -312,7 +320,7 @@ def _loop(args: argparse.Namespace, stop: _Stop, socket_path: str, monitor: Moni
         try:
             _show(monitor.poll(wait), tally)
         except ClientError:
-            if stop.signal is None:
+            if not stop.requested():
                 raise
             return  # Ctrl-C reached the daemon too (same process group): it closed first
     # What was already on its way when we stopped still belongs in the table and the summary.
@@ -321,7 +329,7 @@ def _loop(args: argparse.Namespace, stop: _Stop, socket_path: str, monitor: Moni
         try:
             events = monitor.poll(quiet_until - time.monotonic())
         except ClientError:
-            if stop.signal is None:
+            if not stop.requested():
                 raise
             return
         _show(events, tally)
