@@ -205,11 +205,11 @@ def test_ctrl_c_reaches_demo_and_daemon_together_and_the_demo_still_ends_cleanly
         demo.kill()
 
 
-def test_stopped_while_the_daemon_is_still_starting(tmp_path: Path) -> None:
+def test_ctrl_c_while_the_daemon_is_still_starting(tmp_path: Path) -> None:
     demo = Demo(tmp_path, "--dir", str(tmp_path / "d"))
     try:
         daemon = demo.daemon_pid()  # printed before the daemon's socket is up
-        demo.proc.send_signal(signal.SIGTERM)
+        os.killpg(demo.proc.pid, signal.SIGINT)  # Ctrl-C: the starting daemon gets it too
         assert demo.proc.wait(60) == 0, demo.err()
         assert SUMMARY.search(demo.out()) or "demo: 0 scans (0 injected), 0 rejects, latency: none measured" in demo.out(), demo.out()
         assert not alive(daemon) and alive_in_group(demo.proc.pid) == []
