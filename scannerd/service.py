@@ -203,7 +203,8 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, outcomes=self.outcomes,
+                                  on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
