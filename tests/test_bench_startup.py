@@ -55,7 +55,7 @@ def test_every_command_module_is_in_the_table_under_the_name_it_registers() -> N
     for name in cli.COMMANDS:
         parser = cli.build_parser(only=name)
         sub = next(a for a in parser._actions if a.dest == "command")
-        assert list(sub.choices) == [name]  # type: ignore[union-attr]
+        assert sub.choices is not None and list(sub.choices) == [name]
 
 
 def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
