@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, bench_code, scannerd_command
+from harness import REPO, bench_code, child_env, scannerd_command
 
 KEYS = REPO / "tests" / "fixtures" / "keys"
 PEER = Path(__file__).resolve().parent / "peer_barcode_server.py"
@@ -206,7 +206,7 @@ def measure_decode(tmp: Path, cache: Path, reps: int, digit_scans: int = 2000, u
 
 def _wall(argv: list[str]) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
-    r = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=600, cwd=REPO)
+    r = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=600, cwd=REPO, env=child_env())
     return time.perf_counter() - t0, r.stdout.splitlines()
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import decode
 import e2e
 import startup
-from harness import REPO, make_scanners, start_baseline, start_scannerd
+from harness import REPO, cache_dir, make_scanners, start_baseline, start_scannerd
 from report import render_table
 
 SECTIONS = ("e2e", "mqtt", "load", "idle", "startup", "decode", "replay")
@@ -69,11 +69,6 @@ FULL = Plan(scans=2000, rounds=8, mqtt_scans=1000, load_seconds=30, load_segment
 QUICK = Plan(scans=1000, rounds=4, mqtt_scans=300, load_seconds=3, load_segments=1,
              knee_rates=(20, 60, 120), knee_seconds=1.5, idle_seconds=5, startup_reps=3,
              replay_scans=2000, replay_reps=2, decode_reps=2)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "scannerd-bench"
 
 
 async def section_e2e(plan: Plan, tmp: Path) -> dict[str, Any]:
@@ -172,6 +167,50 @@ async def profile_daemon(plan: Plan, tmp: Path, path: Path) -> str:
     return buf.getvalue()
 
 
+async def py_spy_daemon(plan: Plan, tmp: Path, path: Path) -> str:
+    """py-spy sampling the (unprofiled) daemon through the 64 × 20 scans/s load: own time per
+    function from its collapsed stacks. Unlike cProfile it does not slow every call down."""
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    pty = make_scanners(tmp / "pty", "spy", 64)
+    sd = start_scannerd(tmp, "spied", pty)
+    seconds = max(plan.load_seconds, 10)
+    try:
+        target = await e2e.Target.attach("scannerd", sd, pty)
+        recorder = await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(sd.pid), "--duration", str(int(seconds)), "--rate", "250",
+            "--format", "raw", "--output", str(path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        await e2e.load(target, 20, seconds + 1)
+        _, err = await recorder.communicate()
+        if recorder.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-400:]}")
+    finally:
+        sd.stop()
+        for s in pty:
+            s.close()
+    return collapsed_top(path)
+
+
+def collapsed_top(path: Path, n: int = 25) -> str:
+    """Own samples (the innermost frame) and inclusive samples per function, from collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_ = line.rpartition(" ")
+        frames = stack.split(";")
+        k = int(count_)
+        total += k
+        own[frames[-1]] = own.get(frames[-1], 0) + k
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + k
+    out = [f"py-spy: {total} samples of the daemon under 64 × 20 scans/s", "own %   incl %  function"]
+    for f, k in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
+        out.append(f"{k / total * 100:5.1f}  {incl[f] / total * 100:6.1f}   {f}")
+    return "\n".join(out)
+
+
 async def gather_sections(plan: Plan, only: set[str], tmp: Path, results: dict[str, Any]) -> None:
     async def guarded(name: str, job: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         t0 = time.perf_counter()
@@ -203,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--profile", type=Path, help="also profile the daemon under load (cProfile output file)")
+    ap.add_argument("--py-spy", type=Path, help="also sample the daemon under load with py-spy (collapsed stacks file)")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
     only = set(args.only or SECTIONS)
@@ -219,11 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             print("… profile", file=sys.stderr, flush=True)
             results["profile_top"] = asyncio.run(profile_daemon(plan, tmp, args.profile.resolve()))
+        if args.py_spy:
+            print("… py-spy", file=sys.stderr, flush=True)
+            results["py_spy_top"] = asyncio.run(py_spy_daemon(plan, tmp, args.py_spy.resolve()))
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     print(render_table(results))
-    if "profile_top" in results:
-        print(results["profile_top"])
+    for key in ("profile_top", "py_spy_top"):
+        if key in results:
+            print(results[key])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return 0
