@@ -237,7 +237,7 @@ def start_scannerd(directory: Path, label: str, scanners: Sequence[PtyScanner], 
     config = scannerd_config(directory / f"{label}.toml", sock, scanners, mqtt=mqtt)
     argv = [*scannerd_command(), "run", "-c", str(config)]
     if profile is not None:
-        argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "scannerd", "run", "-c", str(config)]
+        argv = [sys.executable, str(REPO / "bench" / "cprofile_daemon.py"), str(profile), "run", "-c", str(config)]
     p = Process(label, argv, directory, sock)
     p.start()
     for s in scanners:
