@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .sources import registry
+
 DEFAULT_CONFIG_PATH = Path("/etc/scannerd/config.toml")
 
 AREAS = ("outpatient", "emergency", "inpatient", "international")
 ROLES = ("window", "kiosk")
-TRANSPORTS = ("serial", "evdev")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
+# "auto": a frame ends at CR, LF, CRLF or TAB; the others are one terminator (none: the idle gap only).
+TERMINATOR_NAMES = ("auto", "CR", "LF", "CRLF", "TAB", "none")
 
 T = TypeVar("T")
 
@@ -71,6 +74,7 @@ class SocketConfig:
     mode: int = 0o660
     group: str = ""
     client_buffer_bytes: int = 1 << 20
+    max_clients: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class ScannerConfig:
     encoding: str = "utf-8"
     role: str = "window"
     area: str = ""  # empty: site.area
-    terminator: str = "CR"
+    terminator: str = "auto"  # CR, LF, CRLF or TAB, whichever the scanner sends
     idle_gap_ms: int = 0  # 0: the transport's default (default_idle_gap_ms), set on creation
     prefix: str = ""
     suffix: str = ""
@@ -113,6 +117,8 @@ class ScannerConfig:
     alt_numpad: bool = False
     human_max_median_gap_ms: float = 15.0
     human_min_chars: int = 6
+    # Keys only this scanner's transport understands, parsed by its registry entry.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every way a scanner entry is made (config, auto-detect, `scannerd test`, replay) gets
@@ -170,7 +176,8 @@ class Config:
         return scanner.area or self.site.area
 
     def classifier(self) -> Any:
-        """The classifier for this config (built once, when the config was read)."""
+        """The classifier for this config: built when the config was read, or on first use when
+        it was read with `compile_rules=False` (then a bad rule raises ConfigError here)."""
         if self.compiled is None:
             object.__setattr__(self, "compiled", _build_classifier(self))
         return self.compiled
@@ -284,6 +291,7 @@ def _socket(t: _Table) -> SocketConfig:
         mode=int(mode_text, 8),
         group=t.get("group", str, ""),
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
+        max_clients=t.number("max_clients", 64, 1, 4096),
     )
     t.finish()
     return sock
@@ -306,11 +314,12 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
-    if t.data.get("transport") == "hidpos":
-        # Said plainly rather than failing at start: the HID-POS source is not built yet.
+    transports = registry.names()
+    if t.data.get("transport") == "hidpos" and "hidpos" not in transports:
+        # Said plainly rather than failing at start: this build has no HID-POS source.
         raise t.err("transport", 'expected serial | evdev: HID-POS ("hidpos") is not supported yet; '
                     "program the scanner to USB-COM (serial) or keyboard (evdev) mode")
-    transport = t.choice("transport", TRANSPORTS, "serial")
+    transport = t.choice("transport", transports, "serial")
     path = t.get("path", str, "")
     usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
     match_name = t.get("match_name", str, "")
@@ -345,7 +354,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         encoding=encoding,
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
-        terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
+        terminator=t.choice("terminator", TERMINATOR_NAMES, "auto"),
         idle_gap_ms=t.number("idle_gap_ms", 0, 5, 5000) if "idle_gap_ms" in t.data else 0,  # 0: by transport
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
@@ -361,9 +370,21 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
+        settings=_transport_settings(t, registry.get(transport)),
     )
     t.finish()
     return scanner
+
+
+def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, Any]:
+    """The keys only this scanner's transport understands, as its registry entry declares them."""
+    out: dict[str, Any] = {}
+    for setting in transport.settings:
+        if setting.choices:
+            out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
+        else:
+            out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+    return out
 
 
 def _mqtt(t: _Table, file: str) -> MqttConfig:
@@ -428,7 +449,11 @@ def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) 
     return parse(_Table(root.file, name, root.data[name]))
 
 
-def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
+def parse_config(
+    data: dict[str, Any], file: str = "config.toml", *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """`compile_rules=False`: leave [[rule]] and [classify] unchecked until `classifier()` (for
+    tools that only need the socket path); `search_overlaps`: check-config's strict rule check."""
     root = _Table(file, "", data)
     site = _section(root, "site", _site, SiteConfig())
     socket = _section(root, "socket", _socket, SocketConfig())
@@ -466,26 +491,36 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         rules=tuple(rules),
         classify=dict(classify),
     )
-    config.classifier()  # site rules are checked by the classifier that will run them
+    if compile_rules:
+        # Site rules are checked by the classifier that will run them.
+        object.__setattr__(config, "compiled", _build_classifier(config, search_overlaps=search_overlaps))
     return config
 
 
-def _build_classifier(config: Config) -> Any:
-    from .classify import Classifier, RuleError  # here: classify imports model, not config
+def _build_classifier(config: Config, *, search_overlaps: bool = False) -> Any:
+    # Imported here: classify imports model, not config.
+    from .classify import Classifier, RuleError
 
     try:
-        return Classifier.build(config.rules, config.classify)
+        return Classifier.build(config.rules, config.classify, search_overlaps=search_overlaps)
     except RuleError as e:
         raise ConfigError(config.source, e.key, e.message) from None
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present)."""
+def load_config(
+    path: str | os.PathLike[str] | None, *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present).
+
+    `compile_rules=False` reads everything but the rules (compiled on first `classifier()`):
+    `status` and the other socket tools must work when a site rule is broken. `search_overlaps`
+    adds the slow same-priority overlap search: `check-config` only, never the daemon.
+    """
     if path is None:
         if DEFAULT_CONFIG_PATH.exists():
             path = DEFAULT_CONFIG_PATH
         else:
-            return Config()
+            return Config()  # default rules only: compiled on first classifier(), checked by the tests
     p = Path(path)
     name = str(p)
     try:
@@ -500,4 +535,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
-    return parse_config(data, name)
+    return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

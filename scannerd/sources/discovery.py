@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from ..config import Config, ScannerConfig
+from . import registry
 
 log = structlog.get_logger("scannerd.discovery")
 
@@ -92,7 +93,8 @@ class FoundDevice:
 # --- pure matching ------------------------------------------------------------------------------
 
 def _transport_for(subsystem: str) -> str:
-    return "evdev" if subsystem == "input" else "serial"
+    transport = registry.for_subsystem(subsystem)
+    return transport.name if transport is not None else subsystem
 
 
 def _entry_matches(entry: ScannerConfig, desc: DeviceDescription) -> tuple[bool, str]:
@@ -340,19 +342,23 @@ class Discovery:
     async def start(self) -> None:
         import pyudev
 
-        context = self._context or pyudev.Context()
+        given = self._context
+        context = given or pyudev.Context()
         self._context = context
         if self._monitor is None:
             # Without udevd (minimal images, the VM rig) only the kernel source carries events.
             source = "udev" if udev_running() else "kernel"
             monitor = pyudev.Monitor.from_netlink(context, source=source)
-            monitor.filter_by("input")
-            monitor.filter_by("tty")
+            for subsystem in registry.udev_subsystems():
+                monitor.filter_by(subsystem)
             self._monitor = monitor
         # Start listening before enumerating so a device plugged in between is not missed;
         # a device seen twice is ignored by the active table.
         self._monitor.start()
-        for desc in list_descriptions(context):
+        # Enumerating sysfs takes tens of milliseconds with many devices: off the loop, so a
+        # reload never stalls a scanner that is sending.
+        # A libudev context is not for two threads at once: the enumeration gets its own.
+        for desc in await asyncio.to_thread(lambda: list_descriptions(given or pyudev.Context())):
             self._consider(desc)
         self._fd = self._monitor.fileno()
         asyncio.get_running_loop().add_reader(self._fd, self._drain)
