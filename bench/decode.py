@@ -182,14 +182,14 @@ def measure_decode(tmp: Path, cache: Path, reps: int, digit_scans: int = 2000, u
                 res = peer_decode(python, [path for path, _ in cases], 1, repeat)
                 peer_s.append(res["seconds"][0])
                 peer_texts = res["texts"]
-        ours_found = [exact(case.expected, t) for (_, case), t in zip(recs, texts)]
+        ours_found = [exact(case.expected, t) for (_, case), t in zip(recs, texts, strict=True)]
         row: dict[str, Any] = {
             "scans": n_expected,
             "recordings": len(cases),
             "scannerd": {"scans_per_s": round(n_expected / statistics.median(ours_s)),
                          "exact": sum(f for f, _ in ours_found), "wrong": sum(w for _, w in ours_found),
                          "of": sum(len(c.expected) for _, c in cases),
-                         "recordings_exact": sum(1 for (f, w), (_, c) in zip(ours_found, cases) if f == len(c.expected) and not w)},
+                         "recordings_exact": sum(1 for (f, w), (_, c) in zip(ours_found, cases, strict=True) if f == len(c.expected) and not w)},
         }
         if python is not None:
             peer_found = [exact(case.expected, peer_texts.get(str(path), [])) for path, case in cases]
@@ -197,7 +197,7 @@ def measure_decode(tmp: Path, cache: Path, reps: int, digit_scans: int = 2000, u
                 "scans_per_s": round(n_expected / statistics.median(peer_s)),
                 "exact": sum(f for f, _ in peer_found), "wrong": sum(w for _, w in peer_found),
                 "of": sum(len(c.expected) for _, c in cases),
-                "recordings_exact": sum(1 for (f, w), (_, c) in zip(peer_found, cases) if f == len(c.expected) and not w),
+                "recordings_exact": sum(1 for (f, w), (_, c) in zip(peer_found, cases, strict=True) if f == len(c.expected) and not w),
             }
             row["ratio_scannerd_to_peer"] = round(row["scannerd"]["scans_per_s"] / row["barcode_server"]["scans_per_s"], 2)
         out[name] = row
@@ -233,7 +233,7 @@ def measure_replay(tmp: Path, cache: Path, scans: int, reps: int, use_peer: bool
 
     def right(lines: list[str]) -> int:
         got = [json.loads(ln) for ln in lines]
-        return sum(1 for g, e in zip(got, expected) if g.get("type") == "scan" and g.get("text") == e)
+        return sum(1 for g, e in zip(got, expected, strict=False) if g.get("type") == "scan" and g.get("text") == e)
 
     out: dict[str, Any] = {"scans": scans, "peer": peer_note,
                            "scannerd": {"seconds": round(statistics.median(ours), 3),

@@ -168,7 +168,7 @@ class Process:
 
     def start(self, timeout: float = 60.0) -> None:
         notify = NotifySocket(self.directory / f"{self.label}.notify")
-        log = open(self.directory / f"{self.label}.log", "wb")  # noqa: SIM115 -- the child owns it
+        log = open(self.directory / f"{self.label}.log", "wb")  # the child process writes it; closed here once started
         env = child_env(**self.env, NOTIFY_SOCKET=str(notify.path))
         try:
             t0 = time.perf_counter_ns()

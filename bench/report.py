@@ -87,9 +87,9 @@ def render_table(r: dict[str, Any]) -> str:
             f"{d['ratio_scannerd_to_peer']:.2f}×" if p else "")
     header = ("figure", "scannerd", "reference, same run", "ratio")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     m = r.get("machine", {})
     lines.append(f"\n{m.get('cpus')} CPUs, Python {m.get('python')}, load average {m.get('loadavg_start')} → {m.get('loadavg_end')}; "
                  f"plan {r.get('plan', {}).get('name')}, {r.get('wall_s')} s")

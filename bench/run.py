@@ -223,7 +223,7 @@ async def gather_sections(plan: Plan, only: set[str], tmp: Path, results: dict[s
         print(f"… {name}", file=sys.stderr, flush=True)
         try:
             results[name] = await job()
-        except Exception as e:  # noqa: BLE001 -- one broken section must not lose the others' figures
+        except Exception as e:  # one broken section must not lose the others' figures
             results[name] = {"error": f"{type(e).__name__}: {e}"}
             print(f"  {name} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -23,7 +23,7 @@ async def test_a_blocked_loop_is_reported_with_its_length() -> None:
     monitor = LoopLagMonitor(lags.append, interval_s=0.01)
     monitor.start()
     await wait_until(lambda: len(lags) >= 3)
-    time.sleep(0.3)  # noqa: ASYNC251 -- the stall under test: the loop is blocked on purpose
+    time.sleep(0.3)  # the stall under test: the loop is blocked on purpose
     await wait_until(lambda: any(lag >= 0.25 for lag in lags))
     monitor.stop()
     assert all(lag >= 0 for lag in lags)
@@ -36,7 +36,7 @@ async def test_one_stall_is_one_late_tick_not_a_burst_of_catch_up_ticks() -> Non
     monitor.start()
     await wait_until(lambda: len(lags) >= 2)
     before = len(lags)
-    time.sleep(0.3)  # noqa: ASYNC251 -- a stall: 30 intervals missed
+    time.sleep(0.3)  # a stall: 30 intervals missed
     await wait_until(lambda: len(lags) >= before + 1)
     await asyncio.sleep(0)  # let any catch-up tick that was (wrongly) due at once run
     monitor.stop()

@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
 
 from scannerd import __version__, cli, commands
+
+from helpers import REPO
 
 
 def modules_after(argv: list[str]) -> list[str]:
