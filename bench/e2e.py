@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from harness import HisClient, Process, PtyScanner, bench_code, latency_summary, request
+from harness import HisClient, Process, PtyScanner, bench_code, latency_summary, percentile, request
+
+from scannerd.looplag import LoopLagMonitor
 
 BAUD = 115200
 _codes = count(1)
@@ -86,12 +88,21 @@ class LoadResult:
     rss_mb: float = 0.0
     bench_cpu_pct: float = 0.0
     wall_s: float = 0.0
+    # How late the bench's own event loop ran a 10 ms timer meanwhile: machine noise that hits
+    # every figure of the round, whichever process is under test.
+    bench_lags_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = latency_summary(self.latencies_us)
         return {"sent": self.sent, "not_sent": self.not_sent, "lost": self.lost, "cpu_pct_of_one_core": round(self.cpu_pct, 2),
                 "rss_mb": round(self.rss_mb, 1), "bench_process_cpu_pct": round(self.bench_cpu_pct, 1),
-                "wall_s": round(self.wall_s, 2), **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in lat.items()}}
+                "wall_s": round(self.wall_s, 2), **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in lat.items()},
+                "bench_loop_lag_ms": noise_summary(self.bench_lags_ms)}
+
+
+def noise_summary(lags_ms: list[float]) -> dict[str, float]:
+    s = sorted(lags_ms)
+    return {"p99": round(percentile(s, 99), 2), "max": round(s[-1], 2) if s else float("nan")}
 
 
 def _own_cpu_s() -> float:
@@ -107,6 +118,8 @@ async def load(target: Target, rate_per_scanner: float, seconds: float, drain_s:
     period = 1 / rate_per_scanner
     sent: dict[str, int] = {}
     res = LoadResult()
+    lag = LoopLagMonitor(lambda s: res.bench_lags_ms.append(s * 1000), interval_s=0.01)
+    lag.start()
     cpu0, own0, wall0 = target.proc.cpu_s(), _own_cpu_s(), time.perf_counter()
     start = time.perf_counter()
     due = [start + period * i / len(scanners) for i in range(len(scanners))]  # spread phases
@@ -129,6 +142,7 @@ async def load(target: Target, rate_per_scanner: float, seconds: float, drain_s:
     deadline = time.perf_counter() + drain_s
     while time.perf_counter() < deadline and any(c not in arrivals for c in sent):
         await asyncio.sleep(0.05)
+    lag.stop()
     res.wall_s = time.perf_counter() - wall0
     res.cpu_pct = (target.proc.cpu_s() - cpu0) / res.wall_s * 100
     res.bench_cpu_pct = (_own_cpu_s() - own0) / res.wall_s * 100
@@ -161,6 +175,7 @@ async def interleaved_load(targets: Sequence[Target], rate_per_scanner: float, s
             total.cpu_pct += p.cpu_pct * p.wall_s / wall
             total.bench_cpu_pct += p.bench_cpu_pct * p.wall_s / wall
             total.rss_mb = max(total.rss_mb, p.rss_mb)
+            total.bench_lags_ms += p.bench_lags_ms
         total.wall_s = wall
         out[name] = total.summary()
     return out

@@ -164,16 +164,21 @@ class Process:
     socket_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    log_keeper: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
 
     def start(self, timeout: float = 60.0) -> None:
         notify = NotifySocket(self.directory / f"{self.label}.notify")
-        log = open(self.directory / f"{self.label}.log", "wb")  # the child process writes it; closed here once started
+        log = open(self.directory / f"{self.label}.log", "wb")  # the log keeper writes it; closed here once started
+        # stderr goes to a pipe that another process copies to the log file, as journald takes a
+        # service's stderr: the process under test pays for its log lines but not for the disk
+        # (a write(2) straight into a file on a shared disk can block for 100+ ms now and then).
+        self.log_keeper = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=log)
         env = child_env(**self.env, NOTIFY_SOCKET=str(notify.path))
         try:
             t0 = time.perf_counter_ns()
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=log, env=env, cwd=REPO)
+                                         stderr=self.log_keeper.stdin, env=env, cwd=REPO)
             t_ready = notify.wait_ready(self.proc, timeout)
             self.startup_s = (t_ready - t0) / 1e9
         except (OSError, RuntimeError, TimeoutError) as e:
@@ -182,6 +187,8 @@ class Process:
         finally:
             notify.close()
             log.close()
+            assert self.log_keeper.stdin is not None
+            self.log_keeper.stdin.close()  # the child holds the pipe now; cat ends when it exits
 
     @property
     def pid(self) -> int:
@@ -214,6 +221,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.log_keeper is not None:
+            try:
+                self.log_keeper.wait(15)  # the log is complete once cat has copied the last line
+            except subprocess.TimeoutExpired:
+                self.log_keeper.kill()
+                self.log_keeper.wait()
 
 
 def scannerd_config(path: Path, socket_path: Path, scanners: Sequence[PtyScanner], *,

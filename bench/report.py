@@ -52,6 +52,10 @@ def render_table(r: dict[str, Any]) -> str:
                     _ratio(s["cpu_pct_of_one_core"], b["cpu_pct_of_one_core"]))
                 add(f"{label}: p99 / lost / RSS", f"{_us(s['p99_us'])} / {s['lost'] + s['not_sent']} / {s['rss_mb']:.0f} MB",
                     f"bare {_us(b['p99_us'])} / {b['lost'] + b['not_sent']} / {b['rss_mb']:.0f} MB", _ratio(s["p99_us"], b["p99_us"]))
+                sn, bn = s.get("bench_loop_lag_ms"), b.get("bench_loop_lag_ms")
+                if sn and bn:
+                    add(f"{label}: machine noise (bench's own loop lag p99 / max)", f"{sn['p99']:.1f} / {sn['max']:.1f} ms",
+                        f"in bare rounds {bn['p99']:.1f} / {bn['max']:.1f} ms", "")
         if "knee_64" in ld:
             k = ld["knee_64"]
             def knee(name: str) -> str:

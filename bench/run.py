@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # scannerd from this checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import decode
