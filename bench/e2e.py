@@ -50,32 +50,61 @@ class Target:
             await scan_once(self.client, s, None, timeout=30.0)
 
 
+# A paced scan whose slices the bench (descheduled on a busy machine) wrote further apart than
+# this is void: the daemon's serial idle gap (50 ms) rightly cuts it, no UART pauses mid-scan.
+VOID_SPAN_NS = 25_000_000
+
+
+class Void(Exception):
+    """The bench could not write the scan as a scanner would (stalled between slices)."""
+
+
 async def scan_once(client: HisClient, scanner: PtyScanner, baud: int | None, timeout: float = 10.0,
                     arrival: Callable[[str], asyncio.Future[int]] | None = None) -> float:
     """Write one scan (code + CR) and wait for it at the client; the latency in µs from the write
-    of the last byte (the terminator: the earliest moment a scan can be complete) to arrival."""
+    of the last byte (the terminator: the earliest moment a scan can be complete) to arrival.
+    TimeoutError when it never arrives; Void when the bench stalled while writing it."""
     code = next_code()
     fut = (arrival or client.expect)(code)
     data = (code + "\r").encode()
-    t0 = scanner.write_now(data) if baud is None else await scanner.write_paced(data, baud)
+    if baud is None:
+        t0 = scanner.write_now(data)
+        span = 0
+    else:
+        times = await scanner.write_paced(data, baud)
+        t0, span = (None, 0) if times is None else (times[1], times[1] - times[0])
     if t0 is None:
         raise RuntimeError(f"{scanner.name}: pty full, the reader is not reading")
+    if span > VOID_SPAN_NS:
+        with contextlib.suppress(TimeoutError):  # let whatever the daemon makes of it go by
+            await asyncio.wait_for(fut, 1.0)
+        raise Void(f"{span / 1e6:.0f} ms between the first and last slice")
     t1 = await asyncio.wait_for(fut, timeout)
     return (t1 - t0) / 1000
 
 
 async def sequential(targets: Sequence[Target], scans: int, rounds: int, baud: int | None,
-                     arrival: dict[str, Callable[[str], asyncio.Future[int]]] | None = None) -> dict[str, Any]:
-    """`scans` scans per target, one at a time, in `rounds` alternating rounds."""
+                     arrival: dict[str, Callable[[str], asyncio.Future[int]]] | None = None,
+                     scan_timeout: float = 10.0) -> dict[str, Any]:
+    """`scans` scans per target, one at a time, in `rounds` alternating rounds. A scan that never
+    arrives is counted as lost (and the run goes on); a void one is counted and written again."""
     samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    lost = dict.fromkeys(samples, 0)
+    void = dict.fromkeys(samples, 0)
     per_round = math.ceil(scans / rounds)
     for r in range(rounds):
         order = targets if r % 2 == 0 else list(reversed(targets))
         for t in order:
             get = None if arrival is None else arrival[t.name]
-            for _ in range(min(per_round, scans - len(samples[t.name]))):
-                samples[t.name].append(await scan_once(t.client, t.scanners[0], baud, arrival=get))
-    return {name: latency_summary(s) for name, s in samples.items()}
+            goal = min(scans, len(samples[t.name]) + lost[t.name] + per_round)
+            while len(samples[t.name]) + lost[t.name] < goal and void[t.name] < scans:
+                try:
+                    samples[t.name].append(await scan_once(t.client, t.scanners[0], baud, scan_timeout, arrival=get))
+                except TimeoutError:
+                    lost[t.name] += 1
+                except Void:
+                    void[t.name] += 1
+    return {name: {**latency_summary(s), "lost": lost[name], "void_bench_stalled": void[name]} for name, s in samples.items()}
 
 
 @dataclass

@@ -93,22 +93,26 @@ class PtyScanner:
             return None
         return t0
 
-    async def write_paced(self, data: bytes, baud: int) -> int | None:
+    async def write_paced(self, data: bytes, baud: int) -> tuple[int, int] | None:
         """Write like a UART at `baud` 8N1 (10 bits a character) in ~1 ms slices (the loop's timer
-        granularity); the perf_counter_ns just before the last slice (the one with the terminator)."""
+        granularity); perf_counter_ns just before the first and the last slice (the one with the
+        terminator), or None if a slice did not fit."""
         per_char_s = 10 / baud
         chunk = max(1, int(0.001 / per_char_s))
         start = time.perf_counter()
+        t_first: int | None = None
         t_last: int | None = None
         for i in range(0, len(data), chunk):
             t_last = self.write_now(data[i : i + chunk])
             if t_last is None:
                 return None
+            t_first = t_last if t_first is None else t_first
             if i + chunk < len(data):
                 delay = start + (i + chunk) * per_char_s - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-        return t_last
+        assert t_first is not None and t_last is not None
+        return t_first, t_last
 
     def close(self) -> None:
         self.release_slave()

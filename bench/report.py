@@ -34,11 +34,14 @@ def render_table(r: dict[str, Any]) -> str:
             for q in ("p50", "p90", "p99"):
                 add(f"pty → socket HIS, {label}, {q} (n={s['n']})", _us(s[f"{q}_us"]), "bare " + _us(b[f"{q}_us"]),
                     _ratio(s[f"{q}_us"], b[f"{q}_us"]))
+            add(f"pty → socket HIS, {label}: lost / void (bench stalled mid-scan)", f"{s.get('lost')} / {s.get('void_bench_stalled')}",
+                f"bare {b.get('lost')} / {b.get('void_bench_stalled')}", "")
     if not err("mqtt"):
         s, b = r["mqtt"]["to_subscriber_unpaced"]["scannerd"], r["mqtt"]["to_subscriber_unpaced"]["baseline"]
         for q in ("p50", "p99"):
             add(f"pty → MQTT subscriber, {q} (n={s['n']})", _us(s[f"{q}_us"]), "bare " + _us(b[f"{q}_us"]),
                 _ratio(s[f"{q}_us"], b[f"{q}_us"]))
+        add("pty → MQTT subscriber: lost", f"{s.get('lost')}", f"bare {b.get('lost')}", "")
         pa = r["mqtt"].get("scannerd_frame_to_puback")
         if pa:
             add("frame → PUBACK (daemon histogram), mean", _us(pa["mean_us"]),

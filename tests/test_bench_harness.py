@@ -28,7 +28,7 @@ async def test_fifty_scans_each_way_arrive_and_are_timed(tmp_path: Path) -> None
     for mode in ("unpaced", "paced_115200"):
         for target in ("scannerd", "baseline"):
             s = result[mode][target]
-            assert s["n"] == 50
+            assert s["n"] == 50 and s["lost"] == 0
             assert 0 < s["p50_us"] <= s["p90_us"] <= s["p99_us"] <= s["max_us"]
     assert result["rejects"] == {"scannerd": 0, "baseline": 0}
 
@@ -67,6 +67,20 @@ async def test_a_scan_the_reader_never_delivers_counts_as_lost(tmp_path: Path) -
         bare.stop()
         pty[0].close()
     assert r.sent > 0 and r.lost == r.sent
+
+
+async def test_a_sequential_scan_that_never_arrives_is_lost_not_a_crash(tmp_path: Path) -> None:
+    pty = harness.make_scanners(tmp_path / "pty", "bare", 1)
+    bare = harness.start_baseline(tmp_path, "bare", pty)
+    try:
+        target = await e2e.Target.attach("baseline", bare, pty)
+        target.client.close()
+        await asyncio.wait_for(target.client.closed, 10)
+        out = await e2e.sequential([target], scans=3, rounds=1, baud=None, scan_timeout=0.3)
+    finally:
+        bare.stop()
+        pty[0].close()
+    assert out["baseline"]["lost"] == 3 and out["baseline"]["n"] == 0
 
 
 def test_decode_section_is_exact_on_every_recording(tmp_path: Path) -> None:
