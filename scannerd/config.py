@@ -7,8 +7,10 @@ file fails fast with one message naming the file, the key path and what was expe
 
 from __future__ import annotations
 
+import grp
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,9 @@ class ConfigError(ValueError):
 
 
 SYSTEM_SOCKET_PATH = "/run/scannerd/scannerd.sock"
+
+# sockaddr_un.sun_path is 108 bytes on Linux, NUL included.
+AF_UNIX_PATH_MAX = 108
 
 
 def default_socket_path() -> str:
@@ -283,13 +288,27 @@ def _site(t: _Table) -> SiteConfig:
 
 def _socket(t: _Table) -> SocketConfig:
     path = t.get("path", str, "") or default_socket_path()
+    size = len(os.fsencode(path)) + 1
+    if size > AF_UNIX_PATH_MAX:
+        raise t.err("path", f"expected a socket path of at most {AF_UNIX_PATH_MAX - 1} bytes (the AF_UNIX limit), "
+                            f"got {size - 1} bytes: {_show(path)}")
     mode_text = t.get("mode", str, "0660")
     if not re.fullmatch(r"0?[0-7]{3}", mode_text):
         raise t.err("mode", f'expected an octal mode like "0660", got {_show(mode_text)}')
+    mode = int(mode_text, 8)
+    if mode & 0o007:
+        # Anyone on the PC could then read every payment code and send commands.
+        raise t.err("mode", f'expected a mode that gives others no access (e.g. "0660"), got {_show(mode_text)}')
+    group = t.get("group", str, "")
+    if group:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise t.err("group", f"expected an existing group (getent group {group}), got {_show(group)}") from None
     sock = SocketConfig(
         path=path,
-        mode=int(mode_text, 8),
-        group=t.get("group", str, ""),
+        mode=mode,
+        group=group,
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
         max_clients=t.number("max_clients", 64, 1, 4096),
     )
@@ -423,11 +442,25 @@ def _mqtt(t: _Table, file: str) -> MqttConfig:
         mode = os.stat(cfg.password_file).st_mode
         if mode & 0o004:
             raise t.err("password_file", f"expected a file others cannot read, got mode {oct(mode & 0o777)} (chmod o-r {cfg.password_file})")
+    if cfg.password:
+        # An inline password is only as secret as the config file that holds it.
+        try:
+            config_mode = stat.S_IMODE(os.stat(file).st_mode)
+        except OSError:
+            config_mode = 0  # parsed from memory (tests, tools): no file to check
+        if config_mode & 0o004:
+            raise t.err("password", f"expected password_file, or a config file others cannot read: {file} has mode "
+                                    f"{oct(config_mode)} (chmod o-r {file}, or move the password to a 0640 password_file)")
     return cfg
 
 
 def _metrics(t: _Table) -> MetricsConfig:
-    listen = t.check("listen", t.get("listen", str, ""), r"[^:\s]+:\d{1,5}", 'host:port, e.g. "127.0.0.1:9464"')
+    expected = 'host:port, e.g. "127.0.0.1:9464" or "[::1]:9464"'
+    listen = t.check("listen", t.get("listen", str, ""), r"([^:\s\[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}", expected)
+    if listen:
+        port = int(listen.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise t.err("listen", f"expected {expected} with a port from 1 to 65535, got {_show(listen)}")
     t.finish()
     return MetricsConfig(listen=listen)
 
@@ -535,4 +568,8 @@ def load_config(
         raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(name, "", "not valid TOML: expected arrays and inline tables nested a few levels deep, "
+                                    "got nesting deeper than the parser's limit") from None
     return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

@@ -20,7 +20,7 @@ from . import __version__
 from .census import Census
 from .command_table import CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
-from .delivery.hub import Hub, HubError
+from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .framing import TERMINATORS, FramingSpec
@@ -185,7 +185,8 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, outcomes=self.outcomes,
+                                  on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
@@ -432,18 +433,12 @@ class Daemon:
         return {"shapes": self.census.snapshot(), "overflow": self.census.overflow}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
         self.pipeline.arm(device, ttl_s)
