@@ -194,6 +194,10 @@ async def py_spy_daemon(plan: Plan, tmp: Path, path: Path) -> str:
     return collapsed_top(path)
 
 
+# Innermost frames that mean a thread is waiting, not working (py-spy samples them anyway).
+_IDLE_FRAMES = ("EpollSelector.select", "Condition.wait", "_worker (concurrent/futures/thread.py)")
+
+
 def collapsed_top(path: Path, n: int = 25) -> str:
     """Own samples (the innermost frame) and inclusive samples per function, from collapsed stacks."""
     own: dict[str, int] = {}
@@ -204,14 +208,14 @@ def collapsed_top(path: Path, n: int = 25) -> str:
         # "func (file.py:123)" → "func (file.py)": one row per function, not per line
         frames = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") and ":" in f else f for f in stack.split(";")]
         k = int(count_)
-        if frames[-1].startswith("EpollSelector.select"):  # waiting in epoll: idle, not cost
+        if frames[-1].startswith(_IDLE_FRAMES):  # waiting (epoll, a thread's condition or queue): not cost
             idle += k
             continue
         total += k
         own[frames[-1]] = own.get(frames[-1], 0) + k
         for f in set(frames):
             incl[f] = incl.get(f, 0) + k
-    out = [f"py-spy: {total} busy samples of the daemon under 64 × 20 scans/s ({idle} more idle in epoll, left out)",
+    out = [f"py-spy: {total} busy samples of the daemon under 64 × 20 scans/s ({idle} more waiting in epoll or in idle threads, left out)",
            "own %   incl %  function (% of busy samples)"]
     for f, k in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
         out.append(f"{k / total * 100:5.1f}  {incl[f] / total * 100:6.1f}   {f}")
