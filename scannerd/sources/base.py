@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from ..framing import Framer, FramingSpec
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected
@@ -14,17 +15,33 @@ FrameSink = Callable[[Frame | Rejected], None]
 StateSink = Callable[[DeviceStateEvent], None]
 
 
+class Framing(Protocol):
+    """What the idle timer and abort need of a framer (Framer, or HID-POS's Reassembler)."""
+
+    def deadline_ns(self) -> int | None: ...
+    def flush(self, now_ns: int) -> Sequence[Frame | Rejected]: ...
+    def abort(self, reason: str, now_ns: int) -> Sequence[Frame | Rejected]: ...
+
+
 class FramedInput:
     """A Framer plus the idle-gap timer that flushes it; one per device, never shared.
 
     Sources push characters with their times (monotonic ns: arrival for serial, the kernel
     event time mapped onto the monotonic clock for evdev); complete frames go to `emit`.
+    A source that frames by itself (HID-POS reports) passes its own `framing` and hands what
+    it made to deliver(); abort and the idle timer then work on that.
     """
 
-    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink) -> None:
+    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink, framing: Framing | None = None) -> None:
         self.framer = Framer(device, spec)
+        self._framing: Framing = framing or self.framer
         self._emit = emit
         self._timer: asyncio.TimerHandle | None = None
+
+    def deliver(self, items: Iterable[Frame | Rejected]) -> None:
+        for item in items:
+            self._emit(item)
+        self._arm_timer()
 
     def push(self, chars: str, t_ns: int) -> None:
         for item in self.framer.feed(chars, t_ns):
@@ -39,7 +56,7 @@ class FramedInput:
     def abort(self, reason: str) -> None:
         """Drop a partial frame as a reject (device removed, kernel dropped events)."""
         self._cancel_timer()
-        for item in self.framer.abort(reason, time.monotonic_ns()):
+        for item in self._framing.abort(reason, time.monotonic_ns()):
             self._emit(item)
 
     def close(self) -> None:
@@ -52,7 +69,7 @@ class FramedInput:
 
     def _arm_timer(self) -> None:
         self._cancel_timer()
-        deadline = self.framer.deadline_ns()
+        deadline = self._framing.deadline_ns()
         if deadline is None:
             return
         loop = asyncio.get_running_loop()
@@ -62,7 +79,7 @@ class FramedInput:
 
     def _on_idle(self) -> None:
         self._timer = None
-        for item in self.framer.flush(time.monotonic_ns()):
+        for item in self._framing.flush(time.monotonic_ns()):
             self._emit(item)
         self._arm_timer()
 
