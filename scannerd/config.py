@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .sources import registry
+
 DEFAULT_CONFIG_PATH = Path("/etc/scannerd/config.toml")
 
 AREAS = ("outpatient", "emergency", "inpatient", "international")
 ROLES = ("window", "kiosk")
-TRANSPORTS = ("serial", "evdev")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
@@ -113,6 +114,8 @@ class ScannerConfig:
     alt_numpad: bool = False
     human_max_median_gap_ms: float = 15.0
     human_min_chars: int = 6
+    # Keys only this scanner's transport understands, parsed by its registry entry.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every way a scanner entry is made (config, auto-detect, `scannerd test`, replay) gets
@@ -306,11 +309,12 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
-    if t.data.get("transport") == "hidpos":
-        # Said plainly rather than failing at start: the HID-POS source is not built yet.
+    transports = registry.names()
+    if t.data.get("transport") == "hidpos" and "hidpos" not in transports:
+        # Said plainly rather than failing at start: this build has no HID-POS source.
         raise t.err("transport", 'expected serial | evdev: HID-POS ("hidpos") is not supported yet; '
                     "program the scanner to USB-COM (serial) or keyboard (evdev) mode")
-    transport = t.choice("transport", TRANSPORTS, "serial")
+    transport = t.choice("transport", transports, "serial")
     path = t.get("path", str, "")
     usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
     match_name = t.get("match_name", str, "")
@@ -361,6 +365,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
+        settings=registry.get(transport).parse_settings(t),
     )
     t.finish()
     return scanner

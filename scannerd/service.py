@@ -30,7 +30,7 @@ from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sinks.socket import SocketInUse, SocketSink
 from .sources.base import Source
-from .sources.serial import SerialSource
+from .sources import registry
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -60,25 +60,6 @@ class _Running:
 def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
     """What a running source depends on: everything but the labels its events carry."""
     return dataclasses.replace(scanner, role="window", area="")
-
-
-def _make_source(
-    device: DeviceInfo,
-    scanner: ScannerConfig,
-    emit: Callable[[Frame | Rejected], None],
-    state: Callable[[DeviceStateEvent], None],
-    polls_path: bool,
-) -> Source:
-    spec = framing_spec(scanner)
-    if scanner.transport == "serial":
-        # Only a path the site configured is worth waiting on; a node name discovery handed us
-        # may next belong to another device, so discovery restarts those on replug instead.
-        return SerialSource(device, spec, emit, state, scanner, reopen=polls_path)
-    if scanner.transport == "evdev":
-        from .sources.evdev_wedge import EvdevWedgeSource
-
-        return EvdevWedgeSource(device, spec, emit, state, scanner)
-    raise ConfigError("config", f"scanner {scanner.name}.transport", f"transport {scanner.transport!r} is not available in this build")
 
 
 class Daemon:
@@ -223,7 +204,9 @@ class Daemon:
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
             self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
 
-        source = _make_source(device, scanner, emit, self.pipeline.device_state, self._polls_its_path(scanner))
+        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
+                                         reopen=self._polls_its_path(scanner))
+        source = registry.get(scanner.transport).make_source(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
@@ -231,7 +214,8 @@ class Daemon:
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
         """A configured serial entry with an explicit path: its source waits for that path itself.
         (An evdev source ends on unplug or a refused grab; discovery brings it back.)"""
-        return scanner.transport == "serial" and bool(scanner.path) and scanner in self.config.scanners
+        polls = registry.get(scanner.transport).polls_own_path
+        return polls and bool(scanner.path) and scanner in self.config.scanners
 
     async def _run_source(self, name: str, source: Source) -> None:
         started = time.monotonic()
@@ -263,7 +247,7 @@ class Daemon:
         running = self.running.pop(name, None)
         if running is None:
             return
-        running.source.input.abort("stopped")  # a partial scan is reported, not silently lost
+        running.source.abort("stopped")  # a partial scan is reported, not silently lost
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
@@ -289,7 +273,7 @@ class Daemon:
             return
         if running.source.present:
             return
-        if isinstance(running.source, SerialSource) and running.source.reopen:
+        if running.source.reopens:
             running.source.poke()  # a configured path: reopen it now
         elif os.path.realpath(running.source.device.path) != found.devnode:
             # Back under another node (ttyACM0 → ttyACM1) while the old source still waits on
@@ -310,7 +294,7 @@ class Daemon:
                 # Out of the table now, not after the task ends: an `add` for the same scanner
                 # may follow in the same udev batch (a USB reset) and must start a fresh source.
                 del self.running[name]
-                running.source.input.abort("device_removed")
+                running.source.abort("device_removed")
                 running.source.set_state("absent", "removed")
                 running.task.cancel()
                 self._spawn(self._reap(running))
