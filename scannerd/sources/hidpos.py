@@ -56,10 +56,10 @@ from .hid_descriptor import (
     parse_descriptor,
 )
 from .hid_reports import Reassembler
+from .hidpos_settings import BACKENDS, HidPosSettings
 
 log = structlog.get_logger("scannerd.hidpos")
 
-BACKENDS = ("hidraw", "pyusb")
 VERBS = ("enable", "disable", "good", "bad")
 
 # linux/hidraw.h: _IOR('H', 1, int), _IOR('H', 2, struct hidraw_report_descriptor), _IOR('H', 3, …).
@@ -82,20 +82,6 @@ _MAX_READS_PER_WAKEUP = 64  # a flood of reports must not keep the loop in one c
 
 class ControlError(ValueError):
     """A control verb this device cannot do (or one that is not whitelisted): says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class HidPosSettings:
-    """The [[scanner]] keys of transport "hidpos" beyond the common ones."""
-
-    backend: str = "hidraw"  # hidraw | pyusb
-    serial: str = ""  # USB serial number, for identical scanners at one PC
-    port_path: str = ""  # USB port path as in sysfs ("1-1.4"), when they have no serial
-    beep_on_reject: bool = False  # the host decides the beep: good on a code, error on a reject
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any]) -> HidPosSettings:
-        return cls(**{k: v for k, v in settings.items() if k in cls.__dataclass_fields__})
 
 
 # --- hidraw ioctls and sysfs --------------------------------------------------------------------

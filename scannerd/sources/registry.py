@@ -105,6 +105,20 @@ def _evdev_source(req: SourceRequest) -> Source:
     return EvdevWedgeSource(req.device, req.spec, req.emit, req.state, req.scanner)
 
 
+def _hidpos_source(req: SourceRequest) -> Source:
+    from .hidpos import make_hidpos_source
+    from .hidpos_settings import HidPosSettings
+
+    return make_hidpos_source(req.device, req.spec, req.emit, req.state, req.scanner,
+                              HidPosSettings.from_mapping(req.scanner.settings))
+
+
+def _hidpos_settings(table: Any) -> Mapping[str, Any]:
+    from .hidpos_settings import parse_settings
+
+    return parse_settings(table)
+
+
 register(Transport(
     name="serial",
     description="RS-232, USB-CDC (ttyACM) and USB-serial (ttyUSB) ports through pyserial",
@@ -117,4 +131,11 @@ register(Transport(
     description="USB keyboard-wedge scanners through the kernel input layer (python-evdev), grabbed",
     udev_subsystems=("input",),
     make_source=_evdev_source,
+))
+register(Transport(
+    name="hidpos",
+    description="USB HID-POS scanners (usage page 0x008C) through hidraw, or libusb (pyusb) with backend = \"pyusb\"",
+    udev_subsystems=("hidraw", "usb"),
+    make_source=_hidpos_source,
+    parse_settings=_hidpos_settings,
 ))
