@@ -4,6 +4,9 @@ them. Used by tests/test_hid*.py and by the VM rig's gadget (tests/vm/guest)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 
 def item(kind: str, tag: int, value: int | None = None, size: int | None = None) -> bytes:
     """One short item: kind main|global|local, its tag, an unsigned value in 0/1/2/4 bytes."""
@@ -143,3 +146,13 @@ def n5600_config_descriptor(report_descriptor: bytes = HONEYWELL_DESCRIPTOR) -> 
     body = interface + hid + ep_in + ep_out
     total = 9 + len(body)
     return bytes([9, 2]) + total.to_bytes(2, "little") + bytes([1, 1, 0, 0x80, 250]) + body
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait on the event loop until condition() holds (a generous deadline, never a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)

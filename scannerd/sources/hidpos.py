@@ -33,7 +33,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,6 +331,41 @@ def usb_report_descriptor(dev: Any, intf: Any) -> bytes:
     return bytes(data)
 
 
+def _driver_active(dev: Any, number: int) -> bool:
+    try:
+        return bool(dev.is_kernel_driver_active(number))
+    except (usb.core.USBError, NotImplementedError):
+        return False
+
+
+def _detach(dev: Any, number: int) -> bool:
+    """Detach the kernel driver of one interface; True when there was one to give back later."""
+    if not _driver_active(dev, number):
+        return False
+    dev.detach_kernel_driver(number)
+    return True
+
+
+def sysfs_interface_descriptor(dev: Any, number: int, sys_root: str = "/sys") -> bytes | None:
+    """The report descriptor usbhid read from interface `number`, from sysfs (no claim needed)."""
+    port = usb_port_path(dev)
+    if not port:
+        return None
+    cfg = 1
+    with contextlib.suppress(usb.core.USBError):
+        cfg = dev.get_active_configuration().bConfigurationValue
+    base = os.path.join(sys_root, "bus/usb/devices", f"{port}:{cfg}.{number}")
+    try:
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry, "report_descriptor")
+            if os.path.exists(path):
+                with open(path, "rb") as fp:
+                    return fp.read()
+    except OSError:
+        return None
+    return None
+
+
 @dataclass
 class _Claimed:
     dev: Any
@@ -370,35 +405,42 @@ class PyusbSource(_HidPosSource):
             dev.get_active_configuration()
         except usb.core.USBError:
             dev.set_configuration()  # unconfigured only: on a configured device this would reset it
-        pos = None
-        raw = b""
         for intf in hid_interfaces(dev):
-            raw = usb_report_descriptor(dev, intf)
-            if pos_problem(raw) is None:
-                pos = intf
-                break
-        if pos is None:
-            raise ControlError("no HID interface with a bar code scanner collection (usage page 0x008C)")
-        number = pos.bInterfaceNumber
-        reattach = False
-        try:
-            if dev.is_kernel_driver_active(number):
-                dev.detach_kernel_driver(number)  # this interface only: a composite keyboard stays
-                reattach = True
-        except NotImplementedError:
-            pass
-        usb.util.claim_interface(dev, number)
-        ep_in = ep_out = None
-        for ep in pos:
-            if ep.bmAttributes & 3 != 3:
+            if intf.bInterfaceSubClass == 1:
+                continue  # a boot keyboard or mouse: never taken from the kernel
+            number = intf.bInterfaceNumber
+            raw = sysfs_interface_descriptor(dev, number) if _driver_active(dev, number) else None
+            reattach = False
+            if raw is None:
+                # pyusb claims the interface for a control transfer to it, which usbhid's hold
+                # refuses (EBUSY): detach this one interface to ask, give it back if not ours.
+                reattach = _detach(dev, number)
+                try:
+                    raw = usb_report_descriptor(dev, intf)
+                except usb.core.USBError:
+                    raw = b""
+            if pos_problem(raw) is not None:
+                if reattach:
+                    usb.util.release_interface(dev, number)
+                    with contextlib.suppress(usb.core.USBError, NotImplementedError):
+                        dev.attach_kernel_driver(number)
                 continue
-            if ep.bEndpointAddress & 0x80:
-                ep_in = ep_in or ep.bEndpointAddress
-            else:
-                ep_out = ep_out or ep.bEndpointAddress
-        if ep_in is None:
-            raise ControlError("HID-POS interface has no interrupt IN endpoint")
-        return _Claimed(dev, number, ep_in, ep_out, reattach), raw
+            reattach = _detach(dev, number) or reattach
+            usb.util.claim_interface(dev, number)
+            ep_in = ep_out = None
+            for ep in intf:
+                if ep.bmAttributes & 3 != 3:
+                    continue
+                if ep.bEndpointAddress & 0x80:
+                    ep_in = ep_in or ep.bEndpointAddress
+                else:
+                    ep_out = ep_out or ep.bEndpointAddress
+            claimed = _Claimed(dev, number, ep_in or 0, ep_out, reattach)
+            if ep_in is None:
+                self._release(dev, claimed)
+                raise ControlError("HID-POS interface has no interrupt IN endpoint")
+            return claimed, raw
+        raise ControlError("no HID interface with a bar code scanner collection (usage page 0x008C)")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
