@@ -237,6 +237,9 @@ class HidrawSource(_HidPosSource):
             if problem is not None:
                 self.set_state("error", f"{path}: {problem}")
                 return
+            if not self.vid:  # an entry by path only: the node knows its ids (fallback layout, control)
+                with contextlib.suppress(OSError):
+                    _bus, self.vid, self.pid = hidraw_ids(fd)
             self._use_descriptor(raw)
             log.info("hidpos_opened", device=self.device.name, path=path, backend="hidraw", layout=self.layout_reason)
             self.set_state("present")
