@@ -227,9 +227,9 @@ class Collected:
         self.states.append(ev)
 
 
-def make_source(backend: FakeBackend, out: Collected, **settings: Any) -> PyusbSource:
+def make_source(backend: FakeBackend, out: Collected, path: str = "", **settings: Any) -> PyusbSource:
     scanner = ScannerConfig(name="kiosk-1", transport="hidpos", usb="0c2e:0967", settings=settings)
-    device = DeviceInfo("kiosk-1", "hidpos", "outpatient", "kiosk", "")
+    device = DeviceInfo("kiosk-1", "hidpos", "outpatient", "kiosk", path)
     spec = FramingSpec(terminator="\r", idle_gap_ms=2000)
     return PyusbSource(device, spec, out.emit, out.state, scanner, HidPosSettings.from_mapping(settings), backend=backend)
 
@@ -329,9 +329,10 @@ async def test_serial_picks_one_of_two_identical_scanners() -> None:
     both = make_source(FakeBackend(a, b), out)
     await both.run()
     assert out.states[-1].state == "error" and "2 devices 0c2e:0967 present" in out.states[-1].reason
-    for settings, chosen in (({"serial": "B2"}, b), ({"port_path": "1-1"}, a)):
+    for path, settings, chosen in (("", {"serial": "B2"}, b), ("", {"port_path": "1-1"}, a),
+                                   ("/dev/bus/usb/001/003", {}, b)):  # the node discovery handed over
         out = Collected()
-        source = make_source(FakeBackend(a, b), out, **settings)
+        source = make_source(FakeBackend(a, b), out, path, **settings)
         task = await started(chosen, out, source)
         assert chosen.claimed == {0}
         task.cancel()

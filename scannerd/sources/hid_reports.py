@@ -74,9 +74,16 @@ class Reassembler:
 
     def __init__(self, device: str, layout: PosLayout, spec: FramingSpec, encoding: str = "utf-8") -> None:
         self.device = device
-        self.layout = layout
         self.spec = spec
         self.encoding = encoding
+        self._limit = spec.max_length * 4 + _SLACK_BYTES  # UTF-8: up to 4 bytes a character
+        self.ignored = 0  # reports that were not scanned data (other report ids)
+        self.last_scan: HidScan | None = None  # for replay diagnostics
+        self.use_layout(layout)
+
+    def use_layout(self, layout: PosLayout) -> None:
+        """Start over with another layout (the device's descriptor was read)."""
+        self.layout = layout
         self._buf = bytearray()
         self._first_ns = 0
         self._last_ns = 0
@@ -84,12 +91,9 @@ class Reassembler:
         self._aim: str | None = None
         self._code_id: str | None = None
         self._discarding = False  # after a reject mid-scan, until the scan's last report
-        self.ignored = 0  # reports that were not scanned data (other report ids)
-        self.last_scan: HidScan | None = None  # for replay diagnostics
-        self._limit = spec.max_length * 4 + _SLACK_BYTES  # UTF-8: up to 4 bytes a character
         # Length-prefixed chunks carry a byte stream: the ordinary framer finds the scans.
-        self._stream: Framer | None = Framer(device, spec) if layout.length_prefixed else None
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._stream: Framer | None = Framer(self.device, self.spec) if layout.length_prefixed else None
+        self._decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
 
     @property
     def pending(self) -> bool:

@@ -297,6 +297,14 @@ def usb_port_path(dev: Any) -> str:
     return f"{dev.bus}-{'.'.join(str(p) for p in ports)}"
 
 
+def usbfs_address(path: str) -> tuple[int, int] | None:
+    """(bus, address) of a usbfs node /dev/bus/usb/BBB/DDD, or None for any other path."""
+    parts = path.split("/")
+    if len(parts) == 6 and parts[:4] == ["", "dev", "bus", "usb"] and parts[4].isdigit() and parts[5].isdigit():
+        return int(parts[4]), int(parts[5])
+    return None
+
+
 def _usb_serial(dev: Any) -> str:
     try:
         return str(dev.serial_number or "")
@@ -392,8 +400,11 @@ class PyusbSource(_HidPosSource):
     def find(self) -> Any:
         """The one USB device this entry means: vid:pid, then serial or port path."""
         vid, pid = int(self.vid or "0", 16), int(self.pid or "0", 16)
+        node = usbfs_address(self.device.path)
         found = []
         for dev in usb.core.find(find_all=True, backend=self._backend, idVendor=vid, idProduct=pid):
+            if node is not None and (dev.bus, dev.address) != node:
+                continue  # discovery handed over this very device node
             if self.settings.port_path and usb_port_path(dev) != self.settings.port_path:
                 continue
             if self.settings.serial and _usb_serial(dev) != self.settings.serial:
