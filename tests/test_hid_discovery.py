@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,8 @@ from scannerd.sources.discovery import (
     resolve_device,
 )
 
+_SYSFS = tempfile.TemporaryDirectory(prefix="hid-sysfs-")
+
 
 @dataclass
 class Dev:
@@ -35,6 +39,7 @@ class Dev:
     parent: Dev | None = None
     usb: Dev | None = None
     sys_name: str = ""
+    sys_path: str = ""
     action: str | None = None
 
     def find_parent(self, subsystem: str, device_type: str | None = None) -> Dev | None:
@@ -48,7 +53,11 @@ def usb_device(serial: str = "19123B4A21", port: str = "1-1.4", node: str = "/de
 
 
 def hidraw(n: int, descriptor: bytes = HONEYWELL_DESCRIPTOR, usb: Dev | None = None) -> Dev:
-    hid = Dev("hid", None, {"report_descriptor": descriptor})
+    # The HID device's sysfs directory with its binary report_descriptor, as the kernel has it.
+    path = Path(_SYSFS.name) / f"0003:0C2E:0967.{n:04X}"
+    path.mkdir(exist_ok=True)
+    (path / "report_descriptor").write_bytes(descriptor)
+    hid = Dev("hid", None, sys_path=str(path))
     return Dev("hidraw", f"/dev/hidraw{n}", parent=hid, usb=usb or usb_device())
 
 

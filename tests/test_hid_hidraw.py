@@ -182,3 +182,22 @@ def test_registry_builds_the_backend_the_entry_asks_for(tmp_path: object) -> Non
     assert isinstance(build(a, "/dev/hidraw3"), HidrawSource)
     assert isinstance(build(b, "/dev/hidraw3"), PyusbSource)
     assert isinstance(build(a, "/dev/bus/usb/001/004"), PyusbSource)  # no hidraw node: libusb
+
+
+@pytest.mark.parametrize(("unplug", "reason"), [(True, "device_removed"), (False, "stopped")])
+async def test_reports_still_queued_when_stopped_are_not_lost(node: Node, unplug: bool, reason: str) -> None:
+    """The daemon cancels a source on the udev remove (or on stop) before the loop has read what
+    the kernel still holds: a complete code there is delivered, a half one is a reject."""
+    out = Collected()
+    source = make(node, out)
+    task = asyncio.get_running_loop().create_task(source.run())
+    await until(lambda: source.present, what="present")
+    for r in pos_reports(b"134567890123456789") + pos_reports(b"2" * 100)[:1]:
+        node.theirs.send(r)
+    if unplug:
+        node.theirs.close()
+    task.cancel()  # before the loop ran the reader
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(type(i).__name__, getattr(i, "reason", None)) for i in out.items] == [("Frame", None), ("Rejected", reason)]
+    assert out.items[0].text == "134567890123456789"

@@ -375,3 +375,21 @@ async def test_control_verbs_become_output_reports() -> None:
         await task
     with pytest.raises(ControlError, match="not present|not open"):
         source.control("good")
+
+
+async def test_cancelled_on_udev_remove_still_rejects_the_half_code() -> None:
+    """The daemon cancels the source when udev says the device went, possibly before the
+    reader thread's last report reached the loop: that half code is a device_removed reject."""
+    dev = FakeUsbDevice()
+    out = Collected()
+    source = make_source(FakeBackend(dev), out)
+    task = await started(dev, out, source)
+    dev.reports.put(pos_reports(b"7" * 100)[0])
+    dev.unplug()
+    source.abort("device_removed")  # what the daemon does on the udev remove, then it cancels
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(type(i), i.reason) for i in out.items if isinstance(i, Rejected)] == [(Rejected, "device_removed")]
+    assert out.items[0].text == "7" * 56
+    assert source.thread is not None and not source.thread.is_alive()

@@ -365,11 +365,13 @@ def describe_hid(device: Any) -> DeviceDescription | None:
     name = " ".join(p for p in (_attr(usb, "manufacturer"), _attr(usb, "product")) if p)
     pos = False
     if device.subsystem == "hidraw" and device.parent is not None:
+        # Read the file itself: libudev's sysattr values are C strings, and a report descriptor
+        # is binary (Logical Minimum 0 is a NUL byte): through pyudev it would come back cut short.
         try:
-            raw = device.parent.attributes.get("report_descriptor")
-        except Exception:  # noqa: BLE001 - a device that vanished while we looked
-            raw = None
-        pos = isinstance(raw, bytes) and is_pos_descriptor(raw)
+            with open(os.path.join(device.parent.sys_path, "report_descriptor"), "rb") as fp:
+                pos = is_pos_descriptor(fp.read())
+        except (OSError, TypeError, AttributeError):  # vanished while we looked, or no sysfs path
+            pos = False
     props: Mapping[str, str] = device.properties
     return DeviceDescription(device.subsystem, device.device_node, name, vid, pid, "usb",
                              tuple(sorted(device.device_links)), False, _attr(usb, "serial"),

@@ -90,9 +90,11 @@ def hidraw_descriptor(fd: int) -> bytes:
     """The report descriptor of an open hidraw node (HIDIOCGRDESCSIZE + HIDIOCGRDESC)."""
     size = struct.unpack("i", fcntl.ioctl(fd, HIDIOCGRDESCSIZE, struct.pack("i", 0)))[0]
     size = max(0, min(size, HID_MAX_DESCRIPTOR_SIZE))
-    buf = struct.pack("I", size) + bytes(HID_MAX_DESCRIPTOR_SIZE)
-    out = fcntl.ioctl(fd, HIDIOCGRDESC, buf)
-    return bytes(out[4: 4 + size])
+    # A mutable buffer: fcntl.ioctl copies immutable arguments through a 1024-byte scratch buffer.
+    buf = bytearray(4 + HID_MAX_DESCRIPTOR_SIZE)
+    struct.pack_into("I", buf, 0, size)
+    fcntl.ioctl(fd, HIDIOCGRDESC, buf, True)
+    return bytes(buf[4: 4 + size])
 
 
 def hidraw_ids(fd: int) -> tuple[int, str, str]:
@@ -165,6 +167,7 @@ class _HidPosSource(Source):
         self.descriptor: ReportDescriptor | None = None
         self.layout_reason = ""
         self.reports = 0
+        self._told_reason = ""
 
     def _use_descriptor(self, raw: bytes | None) -> None:
         layout, self.layout_reason = layout_for(raw, self.vid, self.pid)
@@ -173,6 +176,18 @@ class _HidPosSource(Source):
             self.descriptor = parse_descriptor(raw) if raw else None
         except DescriptorError:
             self.descriptor = None
+
+    def abort(self, reason: str) -> None:
+        """The daemon ends this source (device_removed on a udev remove, stopped): remembered,
+        since reports still on their way when it cancels us end the same way."""
+        self._told_reason = reason
+        super().abort(reason)
+
+    def _end_reason(self, seen: str) -> str:
+        """Why a cancelled source's unfinished scan ends: gone as we saw it, else as we were told."""
+        if seen == "device_removed":
+            return seen
+        return self._told_reason or "stopped"
 
     def on_report(self, report: bytes, t_ns: int) -> None:
         """One input report as read (report id first): into the reassembler, out as frames."""
@@ -247,6 +262,13 @@ class HidrawSource(_HidPosSource):
             loop.add_reader(fd, self._on_readable, fd, gone)
             try:
                 reason = await gone
+            except asyncio.CancelledError:
+                # Stopped, or the daemon saw the udev remove first: reports the kernel still
+                # holds for us are scans too. Read them, then end what they leave unfinished.
+                drained: asyncio.Future[str] = loop.create_future()  # `gone` was cancelled with us
+                self._on_readable(fd, drained)
+                self.input.abort(self._end_reason(drained.result() if drained.done() else ""))
+                raise
             finally:
                 loop.remove_reader(fd)
             self._lost(reason)
@@ -490,6 +512,14 @@ class PyusbSource(_HidPosSource):
         try:
             reason = await asyncio.shield(ended)
             self._lost(reason)
+        except asyncio.CancelledError:
+            stop.set()
+            # Stopped, or the daemon saw the udev remove first. Reports the thread already
+            # handed over are queued before its end: take them, then end what they leave.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(ended), timeout=10 * READ_TIMEOUT_MS / 1000)
+            self.input.abort(self._end_reason(ended.result() if ended.done() else ""))
+            raise
         finally:
             stop.set()
             # The thread leaves within one read timeout; wait for it whatever ended us.
@@ -514,6 +544,10 @@ class PyusbSource(_HidPosSource):
                     removed = e.errno in (errno.ENODEV, errno.EIO, errno.ENOENT, errno.ESHUTDOWN) or e.backend_error_code == -4
                     reason = "device_removed" if removed else f"read failed: {e}"
                     return
+                loop.call_soon_threadsafe(self.on_report, bytes(data), time.monotonic_ns())
+            # Stopped between two reads: one that already arrived is still handed over.
+            with contextlib.suppress(usb.core.USBError):
+                data = claimed.dev.read(claimed.ep_in, REPORT_SIZE, timeout=1)
                 loop.call_soon_threadsafe(self.on_report, bytes(data), time.monotonic_ns())
         except Exception as e:  # noqa: BLE001 - whatever ends the thread must reach the loop
             reason = f"read failed: {type(e).__name__}: {e}"
