@@ -18,7 +18,8 @@ class ClientError(RuntimeError):
 def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
     if socket_path:
         return socket_path
-    path = load_config(config_path).socket.path
+    # Rules uncompiled: a technician needs `status` most when a site rule is broken.
+    path = load_config(config_path, compile_rules=False).socket.path
     # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):
@@ -49,14 +50,13 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
     path = resolve_socket_path(socket_path)
     sock, stream = connect(path, timeout)
     try:
-        # Subscribe to no device first: a tool asking a question takes no scan meant for the HIS.
-        stream.write(b'{"cmd":"subscribe","devices":[]}\n')
+        # Never subscribed: a tool asking a question receives replies only, no scan meant for the HIS.
         stream.write((json.dumps(cmd, ensure_ascii=False) + "\n").encode())
         while True:
             line = stream.readline()
             if not line:
                 raise ClientError(f"{path}: the daemon closed the connection")
-            msg = json.loads(line)
+            msg: dict[str, Any] = json.loads(line)
             if msg.get("type") == "reply" and msg.get("cmd") == cmd.get("cmd"):
                 return msg
     except TimeoutError:
@@ -65,15 +65,23 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
         sock.close()
 
 
-def events(socket_path: str, devices: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield every event the daemon sends, forever (until the daemon closes)."""
+def events(socket_path: str, devices: list[str] | None = None, *, show_codes: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield every event the daemon sends, as a monitor: live events only, codes masked unless
+    `show_codes` (root or the daemon's user). A monitor never takes a scan waiting for the HIS."""
     sock, stream = connect(socket_path, timeout=None)
     try:
+        cmd: dict[str, Any] = {"cmd": "subscribe", "role": "monitor"}
         if devices:
-            stream.write((json.dumps({"cmd": "subscribe", "devices": devices}) + "\n").encode())
+            cmd["devices"] = devices
+        if show_codes:
+            cmd["show_codes"] = True
+        stream.write((json.dumps(cmd) + "\n").encode())
         for line in stream:
             msg = json.loads(line)
-            if msg.get("type") != "reply":
-                yield msg
+            if msg.get("type") == "reply":
+                if msg.get("cmd") == "subscribe" and not msg.get("ok"):
+                    raise ClientError(f"{socket_path}: {msg.get('error')}")
+                continue
+            yield msg
     finally:
         sock.close()

@@ -117,7 +117,7 @@ def pos_reports(data: bytes, layout: str = "honeywell", aim: bytes = b"]Q1", cod
         r = bytearray(64)
         r[0] = rid
         r[1] = len(part)
-        for o, b in zip(aim_at, aim):
+        for o, b in zip(aim_at, aim, strict=False):  # Newland: no AIM field
             r[o] = b
         r[data_at: data_at + len(part)] = part
         r[code_at] = code_id

@@ -24,6 +24,7 @@ from scannerd.config import ScannerConfig, parse_config
 from scannerd.framing import FramingSpec
 from scannerd.model import DeviceInfo, DeviceStateEvent, Frame, Rejected
 from scannerd.sources import registry
+from scannerd.sources.base import SourceRequest
 from scannerd.sources.hidpos import (
     HidPosSettings,
     HidrawSource,
@@ -177,7 +178,7 @@ def test_registry_builds_the_backend_the_entry_asks_for(tmp_path: object) -> Non
 
     def build(s: ScannerConfig, path: str) -> object:
         dev = DeviceInfo(s.name, "hidpos", "outpatient", "window", path)
-        return hidpos.make_source(registry.SourceRequest(dev, s, spec, lambda _i: None, lambda _s: None, reopen=False))
+        return hidpos.source_class().from_request(SourceRequest(dev, s, spec, lambda _i: None, lambda _s: None, reopen=False))
 
     assert isinstance(build(a, "/dev/hidraw3"), HidrawSource)
     assert isinstance(build(b, "/dev/hidraw3"), PyusbSource)

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import usb.backend  # type: ignore[import-untyped]
-import usb.core  # type: ignore[import-untyped]
+import usb.backend
+import usb.core
 from hidpos_fixtures import (
     HONEYWELL_DESCRIPTOR,
     KEYBOARD_DESCRIPTOR,
@@ -67,7 +67,7 @@ class FakeUsbDevice:
                  config: bytes | None = None) -> None:
         raw = n5600_device_descriptor()
         self.device = SimpleNamespace(**dict(zip(_DEVICE_FIELDS, (raw[0], raw[1], 0x200, 0, 0, 0, 64, 0x0C2E, 0x0967,
-                                                                  0x100, 1, 2, 3, 1))),
+                                                                  0x100, 1, 2, 3, 1), strict=True)),
                                       bus=1, address=address, port_number=port[-1], port_numbers=port, speed=3)
         self.strings = {**N5600_STRINGS, 3: serial}
         self.report_descriptors = dict(interfaces)

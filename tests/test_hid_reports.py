@@ -7,7 +7,7 @@ from hidpos_fixtures import pos_reports
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scannerd.framing import FramingSpec
+from scannerd.framing import AUTO, FramingSpec
 from scannerd.model import Frame, Rejected
 from scannerd.sources.hid_descriptor import (
     HONEYWELL,
@@ -77,6 +77,12 @@ def test_prefix_suffix_and_terminator_stripped() -> None:
     spec = FramingSpec(terminator="\r", prefix="<", suffix=">")
     items = reassemble("w1", HONEYWELL, spec, timed(pos_reports(b"<" + WECHAT + b">\r")))
     assert [i.text for i in items] == ["134567890123456789"]
+
+
+def test_auto_terminator_is_dropped_too() -> None:
+    spec = FramingSpec(terminator=AUTO)
+    items = reassemble("w1", HONEYWELL, spec, timed(pos_reports(WECHAT + b"\r\n") + pos_reports(WECHAT + b"\t")))
+    assert [i.text for i in items] == [WECHAT.decode()] * 2
 
 
 def test_vendor_code_id_when_no_aim() -> None:

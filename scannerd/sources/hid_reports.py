@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from ..framing import Framer, FramingSpec, clean, parse_aim, rejection_reason
+from ..framing import AUTO, Framer, FramingSpec, clean, parse_aim, rejection_reason
 from ..model import Frame, Rejected
 from .hid_descriptor import PosLayout
 
@@ -52,9 +52,13 @@ def scan_to_item(device: str, scan: HidScan, spec: FramingSpec, encoding: str, c
         text = scan.data.decode(encoding)
     except (UnicodeDecodeError, LookupError):
         return Rejected(device, "undecodable", scan.data.decode(encoding, "replace"), completed_ns)
-    term = spec.terminator
-    if term and text.endswith(term):
-        text = text[: -len(term)]  # some scanners keep their CR suffix in HID-POS mode
+    # Some scanners keep their CR suffix in HID-POS mode: one terminator at the end is dropped.
+    terms = (spec.terminator,) if isinstance(spec.terminator, str) else ("\r\n", "\r", "\n", "\t") \
+        if spec.terminator is AUTO else ()
+    for term in terms:
+        if term and text.endswith(term):
+            text = text[: -len(term)]
+            break
     symbology, text = clean(text, spec)
     if scan.aim is not None:
         symbology = parse_aim(scan.aim)[0] or symbology

@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-import usb.core  # type: ignore[import-untyped]
-import usb.util  # type: ignore[import-untyped]
+import usb.core
+import usb.util
 
 from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
-from .base import FramedInput, FrameSink, Source, StateSink
+from .base import FramedInput, FrameSink, Source, SourceRequest, StateSink
 from .hid_descriptor import (
     PAGE_BARCODE_SCANNER,
     PAGE_VENDOR_BARCODE,
@@ -152,8 +152,14 @@ def control_report(verb: str, desc: ReportDescriptor | None, vid: str) -> bytes:
     return bytes(report)
 
 
-class _HidPosSource(Source):
-    """What both backends share: the reassembler behind FramedInput, state, control."""
+class HidPosSource(Source):
+    """What both backends share: the reassembler behind FramedInput, state, control. The
+    registry names this class; from_request builds the backend the entry and the path ask for."""
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> Source:
+        return make_hidpos_source(req.device, req.spec, req.emit, req.state, req.scanner,
+                                  HidPosSettings.from_mapping(req.scanner.settings))
 
     def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink,
                  scanner: ScannerConfig, settings: HidPosSettings) -> None:
@@ -221,7 +227,7 @@ class _HidPosSource(Source):
 
 # --- hidraw -------------------------------------------------------------------------------------
 
-class HidrawSource(_HidPosSource):
+class HidrawSource(HidPosSource):
     """One HID-POS scanner through /dev/hidrawN on the event loop; ends when the node goes."""
 
     def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink,
@@ -408,7 +414,7 @@ class _Claimed:
     reattach: bool
 
 
-class PyusbSource(_HidPosSource):
+class PyusbSource(HidPosSource):
     """One HID-POS scanner through libusb: one reader thread, joined before run() returns."""
 
     def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink,
@@ -421,10 +427,12 @@ class PyusbSource(_HidPosSource):
 
     def find(self) -> Any:
         """The one USB device this entry means: vid:pid, then serial or port path."""
-        vid, pid = int(self.vid or "0", 16), int(self.pid or "0", 16)
         node = usbfs_address(self.device.path)
+        if not self.vid and node is None:
+            raise ControlError('backend = "pyusb" needs usb = "vid:pid" or a /dev/bus/usb/BBB/DDD path')
+        ids = {"idVendor": int(self.vid, 16), "idProduct": int(self.pid, 16)} if self.vid else {}
         found = []
-        for dev in usb.core.find(find_all=True, backend=self._backend, idVendor=vid, idProduct=pid):
+        for dev in usb.core.find(find_all=True, backend=self._backend, **ids):
             if node is not None and (dev.bus, dev.address) != node:
                 continue  # discovery handed over this very device node
             if self.settings.port_path and usb_port_path(dev) != self.settings.port_path:
@@ -549,7 +557,7 @@ class PyusbSource(_HidPosSource):
             with contextlib.suppress(usb.core.USBError):
                 data = claimed.dev.read(claimed.ep_in, REPORT_SIZE, timeout=1)
                 loop.call_soon_threadsafe(self.on_report, bytes(data), time.monotonic_ns())
-        except Exception as e:  # noqa: BLE001 - whatever ends the thread must reach the loop
+        except Exception as e:  # whatever ends the thread must reach the loop
             reason = f"read failed: {type(e).__name__}: {e}"
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
@@ -586,13 +594,13 @@ class PyusbSource(_HidPosSource):
 
 
 def make_hidpos_source(device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink,
-                       scanner: ScannerConfig, settings: HidPosSettings) -> _HidPosSource:
+                       scanner: ScannerConfig, settings: HidPosSettings) -> HidPosSource:
     """hidraw unless the entry asks for pyusb or the device has no hidraw node (a usbfs path)."""
     if settings.backend == "pyusb" or not os.path.basename(device.path).startswith("hidraw"):
         return PyusbSource(device, spec, emit, state, scanner, settings)
     return HidrawSource(device, spec, emit, state, scanner, settings)
 
 
-__all__ = ["BACKENDS", "VERBS", "ControlError", "HidPosSettings", "HidrawSource", "PyusbSource",
+__all__ = ["BACKENDS", "VERBS", "ControlError", "HidPosSettings", "HidPosSource", "HidrawSource", "PyusbSource",
            "control_report", "hid_interfaces", "hidraw_descriptor", "hidraw_ids", "make_hidpos_source",
            "pos_problem", "sysfs_descriptor", "usb_port_path", "usb_report_descriptor"]

@@ -44,7 +44,7 @@ from rig import (
 Result = dict[str, Any]
 SCENARIOS: list[tuple[str, tuple[str, ...], Callable[[Run], Result]]] = []
 
-SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
+SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/delivery/unix_socket.py")
 
 USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
 
@@ -910,7 +910,7 @@ def udev_rules_and_hotplug(run: Run) -> Result:
 # --- a real USB HID-POS scanner: configfs gadget with a Honeywell-style 0x008C descriptor ------
 
 sys.path.insert(0, str(REPO / "tests"))
-from hidpos_fixtures import HONEYWELL_DESCRIPTOR, pos_reports
+from hidpos_fixtures import HONEYWELL_DESCRIPTOR, pos_reports  # noqa: E402 - test data shared with the host tests
 
 POS_GADGET = Path("/sys/kernel/config/usb_gadget/vmpos")
 POS_SERIAL = "VMPOS1"
