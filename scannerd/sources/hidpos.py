@@ -237,6 +237,7 @@ class HidrawSource(HidPosSource):
         self._opener = opener or _open_hidraw
         self._descriptor_of = descriptor_of
         self._fd: int | None = None
+        self._writes: set[asyncio.Future[int]] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -281,6 +282,9 @@ class HidrawSource(HidPosSource):
         finally:
             self._fd = None
             self.input.close()
+            if self._writes:  # never close an fd a write still uses (its number could be reused)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(set(self._writes), timeout=6.0)
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -304,7 +308,15 @@ class HidrawSource(HidPosSource):
     def _write(self, report: bytes) -> None:
         if self._fd is None:
             raise ControlError("not open")
-        os.write(self._fd, report)
+        # usbhid sends an output report synchronously (up to its 5 s USB timeout): not on the loop.
+        write = asyncio.get_running_loop().run_in_executor(None, os.write, self._fd, report)
+        self._writes.add(write)
+        write.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Future[int]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("hidpos_write_failed", device=self.device.name, error=str(write.exception()))
 
 
 def _open_hidraw(path: str) -> int:
