@@ -50,8 +50,10 @@ class ControlChannel:
         self._out = bytearray()
         self._writing = False
         self._release_timer: asyncio.TimerHandle | None = None
-        # Held bytes go back before the framer's idle gap could cut the read they belong to.
+        # Bytes that may start a reply go back before the framer's idle gap could cut the read
+        # they belong to; a reply under way is waited for as long as the device may take.
         self._hold_s = max(self.spec.idle_gap_ms / 2, 5) / 1000
+        self._reply_hold_s = max(profile.timeout_ms, 500) / 1000
 
     @property
     def attached(self) -> bool:
@@ -84,7 +86,8 @@ class ControlChannel:
         result = self.demux.feed(data)
         self._handle(result, t_ns)
         if self.demux.holding:
-            self._release_timer = asyncio.get_running_loop().call_later(self._hold_s, self._release)
+            hold = self._reply_hold_s if self.demux.mid_reply else self._hold_s
+            self._release_timer = asyncio.get_running_loop().call_later(hold, self._release)
         return result.passthrough
 
     # --- called by the controller -------------------------------------------------------------

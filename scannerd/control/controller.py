@@ -104,6 +104,11 @@ class DeviceController:
         self._recovery: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def busy(self) -> bool:
+        """A command is out, waiting for its reply."""
+        return self._pending is not None
+
     # --- the command layer's verbs -------------------------------------------------------------
 
     async def arm(self, amount_fen: int | None = None, voice: str | None = None, ttl_s: float | None = None) -> ControlResult:

@@ -87,6 +87,12 @@ class Demux(abc.ABC):
     def holding(self) -> bool:
         return bool(self._buf)
 
+    @property
+    def mid_reply(self) -> bool:
+        """What is held is (probably) a reply or frame under way, not the start of a scan:
+        worth waiting for as long as a reply may take, even on a stalled machine."""
+        return False
+
     def expect(self) -> None:
         """A command went out: its reply may come next (families whose replies are printable
         echoes hold printable bytes from now on until the reply or a scan's end shows)."""
@@ -106,6 +112,10 @@ class NewlandBoxDemux(Demux):
     def __init__(self) -> None:
         super().__init__()
         self._in_frame = False
+
+    @property
+    def mid_reply(self) -> bool:
+        return self._in_frame
 
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()
@@ -203,6 +213,10 @@ def parse_newland_box(frame: bytes) -> list[Item]:
 
 
 class UcsDemux(Demux):
+    @property
+    def mid_reply(self) -> bool:
+        return self._buf.startswith(UCS_REPLY_HEAD)
+
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()
         passthrough = bytearray()
@@ -258,6 +272,10 @@ class _EchoDemux(Demux):
 
     def expect(self) -> None:
         self._expecting = True
+
+    @property
+    def mid_reply(self) -> bool:
+        return self._expecting and bool(self._buf)
 
     def _complete(self) -> Reply | None:
         raise NotImplementedError
@@ -332,6 +350,10 @@ class SsiDemux(Demux):
     Their length bytes (04, 05) never occur in text, so only they are held."""
 
     _OPCODE_FOR_LENGTH: ClassVar[dict[int, int]] = {4: SSI_ACK, 5: SSI_NAK}
+
+    @property
+    def mid_reply(self) -> bool:
+        return bool(self._buf)
 
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()

@@ -13,6 +13,7 @@ import codecs
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
 import serial
 import structlog
@@ -21,6 +22,9 @@ from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
 from .base import FrameSink, Source, StateSink
+
+if TYPE_CHECKING:
+    from ..control.channel import ControlChannel
 
 log = structlog.get_logger("scannerd.serial")
 
@@ -42,10 +46,13 @@ class SerialSource(Source):
         scanner: ScannerConfig,
         *,
         reopen: bool = True,
+        control: ControlChannel | None = None,
     ) -> None:
         super().__init__(device, spec, emit, state)
         self.scanner = scanner
         self.reopen = reopen
+        # A controlled scanner: commands go out on this fd, replies come out of what it reads.
+        self.control = control
         self._port: serial.Serial | None = None
         self._decoder = codecs.getincrementaldecoder(scanner.encoding)(errors="replace")
         self._lost: asyncio.Event | None = None
@@ -95,6 +102,8 @@ class SerialSource(Source):
         self._decoder.reset()
         log.info("serial_opened", device=self.device.name, path=path, real_path=os.path.realpath(path), baudrate=self.scanner.baudrate)
         self.set_state("present")
+        if self.control is not None:
+            self.control.attach(port.fileno(), self._to_framer)
         return True
 
     async def _read_until_lost(self) -> None:
@@ -124,6 +133,11 @@ class SerialSource(Source):
         except (serial.SerialException, OSError) as e:
             self._on_lost(str(e))
             return
+        if self.control is not None:
+            data = self.control.filter(data, t_ns)
+        self._to_framer(data, t_ns)
+
+    def _to_framer(self, data: bytes, t_ns: int) -> None:
         text = self._decoder.decode(data)
         if text:
             self.input.push(text, t_ns)
@@ -144,6 +158,8 @@ class SerialSource(Source):
 
     def _close(self) -> None:
         port, self._port = self._port, None
+        if port is not None and self.control is not None:
+            self.control.detach()
         if port is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(port.fileno())
