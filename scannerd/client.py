@@ -49,8 +49,7 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
     path = resolve_socket_path(socket_path)
     sock, stream = connect(path, timeout)
     try:
-        # Subscribe to no device first: a tool asking a question takes no scan meant for the HIS.
-        stream.write(b'{"cmd":"subscribe","devices":[]}\n')
+        # Never subscribed: a tool asking a question receives replies only, no scan meant for the HIS.
         stream.write((json.dumps(cmd, ensure_ascii=False) + "\n").encode())
         while True:
             line = stream.readline()
@@ -65,15 +64,23 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
         sock.close()
 
 
-def events(socket_path: str, devices: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield every event the daemon sends, forever (until the daemon closes)."""
+def events(socket_path: str, devices: list[str] | None = None, *, show_codes: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield every event the daemon sends, as a monitor: live events only, codes masked unless
+    `show_codes` (root or the daemon's user). A monitor never takes a scan waiting for the HIS."""
     sock, stream = connect(socket_path, timeout=None)
     try:
+        cmd: dict[str, Any] = {"cmd": "subscribe", "role": "monitor"}
         if devices:
-            stream.write((json.dumps({"cmd": "subscribe", "devices": devices}) + "\n").encode())
+            cmd["devices"] = devices
+        if show_codes:
+            cmd["show_codes"] = True
+        stream.write((json.dumps(cmd) + "\n").encode())
         for line in stream:
             msg = json.loads(line)
-            if msg.get("type") != "reply":
-                yield msg
+            if msg.get("type") == "reply":
+                if msg.get("cmd") == "subscribe" and not msg.get("ok"):
+                    raise ClientError(f"{socket_path}: {msg.get('error')}")
+                continue
+            yield msg
     finally:
         sock.close()

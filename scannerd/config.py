@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .sources import registry
+
 DEFAULT_CONFIG_PATH = Path("/etc/scannerd/config.toml")
 
 AREAS = ("outpatient", "emergency", "inpatient", "international")
 ROLES = ("window", "kiosk")
-TRANSPORTS = ("serial", "evdev")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
@@ -71,6 +72,7 @@ class SocketConfig:
     mode: int = 0o660
     group: str = ""
     client_buffer_bytes: int = 1 << 20
+    max_clients: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class ScannerConfig:
     # Scanner control (serial): a profile name from scannerd/control/profiles or [[control.profile]].
     control: str = ""
     lock_setup_codes: bool = False  # send the profile's forbid-setup-barcodes command on open
+    # Keys only this scanner's transport understands, parsed by its registry entry.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every way a scanner entry is made (config, auto-detect, `scannerd test`, replay) gets
@@ -303,6 +307,7 @@ def _socket(t: _Table) -> SocketConfig:
         mode=int(mode_text, 8),
         group=t.get("group", str, ""),
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
+        max_clients=t.number("max_clients", 64, 1, 4096),
     )
     t.finish()
     return sock
@@ -325,11 +330,12 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
-    if t.data.get("transport") == "hidpos":
-        # Said plainly rather than failing at start: the HID-POS source is not built yet.
+    transports = registry.names()
+    if t.data.get("transport") == "hidpos" and "hidpos" not in transports:
+        # Said plainly rather than failing at start: this build has no HID-POS source.
         raise t.err("transport", 'expected serial | evdev: HID-POS ("hidpos") is not supported yet; '
                     "program the scanner to USB-COM (serial) or keyboard (evdev) mode")
-    transport = t.choice("transport", TRANSPORTS, "serial")
+    transport = t.choice("transport", transports, "serial")
     path = t.get("path", str, "")
     usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
     match_name = t.get("match_name", str, "")
@@ -382,6 +388,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
         control=t.get("control", str, ""),
         lock_setup_codes=t.get("lock_setup_codes", bool, False),
+        settings=registry.get(transport).parse_settings(t),
     )
     if scanner.control and transport != "serial":
         raise t.err("control", "expected control only on a serial scanner (HID-POS output reports come with HID-POS)")

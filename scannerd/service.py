@@ -24,13 +24,16 @@ from .framing import TERMINATORS, FramingSpec
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
+from .command_table import CommandContext, CommandError, CommandTable
+from .delivery.hub import Hub, HubError
+from .delivery.outcomes import OutcomeMetrics, Outcomes
+from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .pipeline import Pipeline
-from .protocol import encode_event, reply
+from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
-from .sinks.socket import SocketInUse, SocketSink
+from .sources import registry
 from .sources.base import Source
-from .sources.serial import SerialSource
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -62,25 +65,6 @@ def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
     return dataclasses.replace(scanner, role="window", area="")
 
 
-def _make_source(
-    device: DeviceInfo,
-    scanner: ScannerConfig,
-    emit: Callable[[Frame | Rejected], None],
-    state: Callable[[DeviceStateEvent], None],
-    polls_path: bool,
-) -> Source:
-    spec = framing_spec(scanner)
-    if scanner.transport == "serial":
-        # Only a path the site configured is worth waiting on; a node name discovery handed us
-        # may next belong to another device, so discovery restarts those on replug instead.
-        return SerialSource(device, spec, emit, state, scanner, reopen=polls_path)
-    if scanner.transport == "evdev":
-        from .sources.evdev_wedge import EvdevWedgeSource
-
-        return EvdevWedgeSource(device, spec, emit, state, scanner)
-    raise ConfigError("config", f"scanner {scanner.name}.transport", f"transport {scanner.transport!r} is not available in this build")
-
-
 class Daemon:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
@@ -92,7 +76,14 @@ class Daemon:
         self.classifier = config.classifier()
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
-        self.socket_sink: SocketSink | None = None
+        # Delivery: outcomes are counted by whoever subscribes (metrics now, the ledger later).
+        self.outcomes = Outcomes()
+        self.outcomes.subscribe(OutcomeMetrics(self.metrics))
+        self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
+                       queue_limit=config.policy.queue_limit)
+        self.commands = CommandTable(self)
+        self.sinks: list[Sink] = [self.hub]
+        self.socket_server: UnixSocketServer | None = None
         self.mqtt_sink: MqttSink | None = None
         self.running: dict[str, _Running] = {}
         self.discovery: Any = None
@@ -109,8 +100,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        self.socket_sink = self._make_socket_sink(self.config)
-        await self.socket_sink.start()
+        self.socket_server = self._make_socket_server(self.config)
+        await self.socket_server.start()
         await self._start_mqtt(self.config)
         self._sync_sinks()
         await self._start_metrics(self.config)
@@ -138,10 +129,10 @@ class Daemon:
             self.discovery.stop()
         for name in list(self.running):
             await self._stop_source(name)
-        if self.mqtt_sink is not None:
-            await self.mqtt_sink.stop()
-        if self.socket_sink is not None:
-            await self.socket_sink.stop()
+        if self.socket_server is not None:
+            await self.socket_server.stop()
+        for sink in list(self.sinks):
+            await sink.stop()  # what still waits is counted undelivered ("stopped") and logged
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         for task in list(self._tasks):
@@ -167,22 +158,20 @@ class Daemon:
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
         parts = [f"{present}/{len(self.running)} scanners present", f"{self.pipeline.scans_today} scans today"]
-        if self.socket_sink is not None:
-            parts.append(f"socket {len(self.socket_sink.clients)} clients")
+        counts = self.hub.counts()
+        parts.append(f"socket {counts['his']} his, {counts['monitors']} monitors")
         if self.mqtt_sink is not None:
             parts.append(f"mqtt {self.mqtt_sink.status().get('state', '?')}")
         return ", ".join(parts)
 
     # --- sinks ----------------------------------------------------------------------------
 
-    def _make_socket_sink(self, config: Config) -> SocketSink:
-        return SocketSink(
-            config.socket,
-            hostname=self.hostname,
-            metrics=self.metrics,
-            on_command=self.handle_command,
-            queue_limit=config.policy.queue_limit,
-        )
+    def _make_socket_server(self, config: Config) -> UnixSocketServer:
+        return UnixSocketServer(config.socket, self.hub, self.commands.dispatch, hostname=self.hostname,
+                                commands=self.commands.allowed("socket"))
+
+    async def _mqtt_command(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return await self.commands.dispatch(CommandContext("mqtt"), obj)
 
     async def _start_mqtt(self, config: Config) -> None:
         if config.mqtt is None:
@@ -190,7 +179,7 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self.handle_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
@@ -200,8 +189,8 @@ class Daemon:
             await self.metrics_server.start()
 
     def _sync_sinks(self) -> None:
-        sinks: list[Sink] = [s for s in (self.socket_sink, self.mqtt_sink) if s is not None]
-        self.pipeline.set_sinks(sinks)
+        self.sinks = [self.hub] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
+        self.pipeline.set_sinks(self.sinks)
 
     # --- sources --------------------------------------------------------------------------
 
@@ -223,7 +212,9 @@ class Daemon:
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
             self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
 
-        source = _make_source(device, scanner, emit, self.pipeline.device_state, self._polls_its_path(scanner))
+        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
+                                         reopen=self._polls_its_path(scanner))
+        source = registry.get(scanner.transport).make_source(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
@@ -231,7 +222,8 @@ class Daemon:
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
         """A configured serial entry with an explicit path: its source waits for that path itself.
         (An evdev source ends on unplug or a refused grab; discovery brings it back.)"""
-        return scanner.transport == "serial" and bool(scanner.path) and scanner in self.config.scanners
+        polls = registry.get(scanner.transport).polls_own_path
+        return polls and bool(scanner.path) and scanner in self.config.scanners
 
     async def _run_source(self, name: str, source: Source) -> None:
         started = time.monotonic()
@@ -263,7 +255,7 @@ class Daemon:
         running = self.running.pop(name, None)
         if running is None:
             return
-        running.source.input.abort("stopped")  # a partial scan is reported, not silently lost
+        running.source.abort("stopped")  # a partial scan is reported, not silently lost
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
@@ -289,7 +281,7 @@ class Daemon:
             return
         if running.source.present:
             return
-        if isinstance(running.source, SerialSource) and running.source.reopen:
+        if running.source.reopens:
             running.source.poke()  # a configured path: reopen it now
         elif os.path.realpath(running.source.device.path) != found.devnode:
             # Back under another node (ttyACM0 → ttyACM1) while the old source still waits on
@@ -310,7 +302,7 @@ class Daemon:
                 # Out of the table now, not after the task ends: an `add` for the same scanner
                 # may follow in the same udev batch (a USB reset) and must start a fresh source.
                 del self.running[name]
-                running.source.input.abort("device_removed")
+                running.source.abort("device_removed")
                 running.source.set_state("absent", "removed")
                 running.task.cancel()
                 self._spawn(self._reap(running))
@@ -390,88 +382,95 @@ class Daemon:
         return True
 
     async def _reload_socket(self, old: Config, new: Config) -> None:
-        sink = self.socket_sink
-        assert sink is not None
-        if new.socket == old.socket and new.policy.queue_limit == old.policy.queue_limit:
-            return
+        server = self.socket_server
+        assert server is not None
+        self.hub.reconfigure(client_buffer_bytes=new.socket.client_buffer_bytes, queue_limit=new.policy.queue_limit)
         if new.socket.path == old.socket.path:
-            sink.reconfigure(new.socket, new.policy.queue_limit)  # clients stay connected
+            if new.socket != old.socket:
+                server.reconfigure(new.socket)  # clients stay connected
             return
-        successor = self._make_socket_sink(new)
-        await successor.start()  # raises: the caller refuses the reload, the old sink serves on
-        pending = sink.take_pending()
-        self.socket_sink = successor
-        self._sync_sinks()
-        await sink.stop()
-        successor.adopt_pending(pending)  # scans waiting for an HIS wait on the new path
+        successor = self._make_socket_server(new)
+        await successor.start()  # raises: the caller refuses the reload, the old socket serves on
+        self.socket_server = successor
+        # Connections on the old path close; the hub keeps every waiting scan, and what a
+        # closing HIS had not acked goes to the next HIS (on either path) within its TTL.
+        await server.stop()
 
     # --- commands (socket and MQTT) -------------------------------------------------------
 
-    async def handle_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        name = cmd["cmd"]
-        if name == "status":
-            return reply(name, True, **self.status())
-        if name == "devices":
-            return reply(name, True, devices=self.devices())
-        if name == "metrics":
-            fmt = cmd.get("format", "json")
-            if fmt == "prometheus":
-                return reply(name, True, text=self.metrics.render())
-            return reply(name, True, metrics=self.metrics.snapshot())
-        if name == "arm":
-            device = cmd.get("device")
-            ttl = cmd.get("ttl_s")
-            if not isinstance(device, str) or device not in self.pipeline.devices:
-                return reply(name, False, error=f"unknown device {device!r}; known: {sorted(self.pipeline.devices)}")
-            if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl <= 0):
-                return reply(name, False, error='"ttl_s" must be a positive number of seconds')
-            self.pipeline.arm(device, ttl)
-            return reply(name, True, device=device, ttl_s=ttl)
-        if name == "disarm":
-            device = cmd.get("device")
-            if not isinstance(device, str):
-                return reply(name, False, error='"device" must be a device name')
-            self.pipeline.disarm(device)
-            return reply(name, True, device=device)
-        if name == "ack":
-            event_id = cmd.get("id")
-            if not isinstance(event_id, str):
-                return reply(name, False, error='"id" must be an event id')
-            self.metrics.inc("scannerd_acks_total")
-            return reply(name, True, id=event_id)
-        if name == "inject":
-            return self._inject(cmd)
-        if name == "shapes":
-            return reply(name, True, shapes=self.census.snapshot(), overflow=self.census.overflow)
-        return reply(name, False, error=f"{name!r} is not supported by this daemon")
+    # Services for the command table (command_table.py holds the commands themselves).
 
-    def _inject(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        device_name, code = cmd.get("device"), cmd.get("code")
-        if not isinstance(device_name, str) or not device_name:
-            return reply("inject", False, error='"device" must be a device name')
-        if not isinstance(code, str):
-            return reply("inject", False, error='"code" must be a string')
-        symbology = cmd.get("symbology")
-        device = self.pipeline.devices.get(device_name) or DeviceInfo(device_name, "inject", self.config.site.area, "window")
-        now = time.monotonic_ns()
-        frame = Frame(device=device_name, text=code, symbology=symbology if isinstance(symbology, str) else None,
-                      first_ns=now, last_ns=now, completed_ns=now, injected=True)
+    def known_device(self, name: str) -> bool:
+        return name in self.pipeline.devices or any(s.name == name for s in self.config.scanners)
+
+    def device_names(self) -> list[str]:
+        return sorted(set(self.pipeline.devices) | {s.name for s in self.config.scanners})
+
+    def metrics_json(self) -> dict[str, Any]:
+        return self.metrics.snapshot()
+
+    def metrics_text(self) -> str:
+        return self.metrics.render()
+
+    def shapes(self) -> dict[str, Any]:
+        return {"shapes": self.census.snapshot(), "overflow": self.census.overflow}
+
+    def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
+        assert ctx.subscriber is not None
+        try:
+            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
+        except HubError as e:
+            raise CommandError(str(e)) from None
+
+    def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
+        assert ctx.subscriber is not None
+        try:
+            return self.hub.ack(ctx.subscriber, event_id)
+        except HubError as e:
+            raise CommandError(str(e)) from None
+
+    async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        self.pipeline.arm(device, ttl_s)
+        return {"device": device, "ttl_s": ttl_s, "scanner": "not_controllable"}
+
+    async def disarm(self, device: str) -> dict[str, Any]:
+        self.pipeline.disarm(device)
+        return {"device": device, "scanner": "not_controllable"}
+
+    def _device_for(self, name: str) -> DeviceInfo:
+        known = self.pipeline.devices.get(name)
+        if known is not None:
+            return known
+        scanner = next(s for s in self.config.scanners if s.name == name)
+        return self.device_info(scanner, scanner.path)
+
+    def inject(self, device_name: str, code: str, symbology: str | None) -> dict[str, Any]:
         from .framing import rejection_reason
 
+        device = self._device_for(device_name)
+        now = time.monotonic_ns()
         why = rejection_reason(code, 65536)
         if why is not None:
             event = self.pipeline.submit(device, Rejected(device_name, why, code, now))
         else:
+            frame = Frame(device=device_name, text=code, symbology=symbology, first_ns=now, last_ns=now,
+                          completed_ns=now, injected=True)
             event = self.pipeline.submit(device, frame)
         if event is None:
-            return reply("inject", False, error="suppressed as a duplicate")
+            raise CommandError("suppressed as a duplicate")
         wire = encode_event(event)
         wire.pop("code", None)
         if isinstance(event, ScanEvent):
             wire["masked"] = mask(event.code)
-        return reply("inject", True, event=wire)
+        return {"event": wire}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, ctx: CommandContext | None = None) -> dict[str, Any]:
+        counts = self.hub.counts()
+        if ctx is not None and ctx.subscriber is not None and ctx.subscriber.role is None:
+            counts["unsubscribed"] -= 1  # the connection asking is not a client of interest
+        sinks: dict[str, Any] = {"socket": {**(self.socket_server.status() if self.socket_server else {}), **counts}}
+        if self.mqtt_sink is not None:
+            sinks["mqtt"] = self.mqtt_sink.status()
         return {
             "version": __version__,
             "host": self.hostname,
@@ -480,7 +479,7 @@ class Daemon:
             "site": dataclasses.asdict(self.config.site),
             "scans_today": self.pipeline.scans_today,
             "devices": self.devices(),
-            "sinks": {s.name: s.status() for s in (self.socket_sink, self.mqtt_sink) if s is not None},
+            "sinks": sinks,
             "armed": self.pipeline.arming_state(),
         }
 

@@ -94,17 +94,29 @@ class PtyScanner:
 
 
 class Client:
-    """An HIS on the daemon's Unix socket."""
+    """A client of the daemon's Unix socket: an HIS (role "his", the default), a monitor, or a
+    tool that never subscribes (role None: replies only)."""
 
-    def __init__(self, path: str | Path, timeout: float = 10.0) -> None:
+    def __init__(self, path: str | Path, timeout: float = 10.0, role: str | None = "his", **subscribe: Any) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(str(path))
         self._buf = b""
+        self._backlog: list[dict[str, Any]] = []
         self.hello = self.next()
         assert self.hello["type"] == "hello", self.hello
+        self.subscribed: dict[str, Any] | None = None
+        if role is not None:
+            self.subscribed = self.command({"cmd": "subscribe", "role": role, **subscribe})
+            assert self.subscribed["ok"], self.subscribed
 
     def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message: what command() set aside first, then the socket."""
+        if self._backlog:
+            return self._backlog.pop(0)
+        return self._recv(timeout)
+
+    def _recv(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
@@ -137,12 +149,21 @@ class Client:
         self.sock.sendall((json.dumps(cmd) + "\n").encode())
 
     def command(self, cmd: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a command and return its reply; events arriving meanwhile are kept for next()."""
         self.send(cmd)
-        return self.next_of("reply", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._recv(max(0.01, deadline - time.monotonic()))
+            if msg["type"] == "reply" and msg.get("cmd") in (cmd.get("cmd"), "?"):
+                return msg
+            self._backlog.append(msg)
 
     def wait_present(self, timeout: float = 5.0) -> None:
         """Until every scanner the daemon runs has its device open."""
         wait_for(lambda: all(d["present"] for d in self.command({"cmd": "status"})["devices"]), timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.command({"cmd": "status"})
 
     def close(self) -> None:
         self.sock.close()

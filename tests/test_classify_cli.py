@@ -119,13 +119,10 @@ class FakeDaemon:
     def _serve(self) -> None:
         conn, _ = self.sock.accept()
         with conn, conn.makefile("rwb", buffering=0) as f:
-            f.write(b'{"type":"hello","protocol":1,"version":"test","host":"h"}\n')
+            f.write(b'{"type":"hello","protocol":2,"version":"test","host":"h"}\n')
             while True:
                 cmd = json.loads(f.readline())
                 self.commands.append(cmd)
-                if cmd["cmd"] == "subscribe":  # the CLI subscribes to no device first
-                    f.write(b'{"type":"reply","cmd":"subscribe","ok":true,"devices":[]}\n')
-                    continue
                 f.write((json.dumps({"type": "reply", "cmd": "shapes", "ok": True, "shapes": self.shapes}) + "\n").encode())
                 return
 
@@ -147,7 +144,8 @@ def test_stats_shapes_table_and_suggestion(capsys: pytest.CaptureFixture[str], t
         assert run(["stats", "--shapes", "--suggest", "--socket", str(daemon.path)]) == 0
     finally:
         daemon.close()
-    assert daemon.commands == [{"cmd": "subscribe", "devices": []}, {"cmd": "shapes"}]
+    # A tool asking a question never subscribes, so it can never take a scan.
+    assert daemon.commands == [{"cmd": "shapes"}]
     out = capsys.readouterr().out
     assert "count" in out and "nhsa/medical_insurance" in out and '"NH"' in out
     # The suggested rule, pasted into a site config, claims codes of that shape.

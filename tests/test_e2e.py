@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scannerd.model import mask
 from helpers import REPO, Client, Daemon, PtyScanner, alipay_code, unionpay_code, wait_for, wechat_code
 
 
@@ -50,7 +51,7 @@ idle_gap_ms = 300
 def test_serial_scan_reaches_client_classified_and_timed(rig: tuple[Daemon, PtyScanner, Path]) -> None:
     daemon, pty, sock = rig
     client = Client(sock)
-    assert client.hello["protocol"] == 1
+    assert client.hello["protocol"] == 2 and client.hello["subscribe"] == "required"
     client.wait_present()
     pty.release_slave()
     codes = {"wechat": wechat_code(), "alipay": alipay_code(), "unionpay": unionpay_code()}
@@ -101,15 +102,20 @@ def test_two_clients_and_a_stuck_one(rig: tuple[Daemon, PtyScanner, Path]) -> No
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(str(sock))  # connects and never reads
-    a, b = Client(sock), Client(sock)
+    his, monitor = Client(sock), Client(sock, role="monitor")
     pty.release_slave()
+    codes = []
     for i in range(40):
         code = f"13456789012{i:04d}139"[:18]
+        codes.append(code)
         pty.write(f"{code}\r".encode(), None)
         time.sleep(0.002)
-    seen_a = [a.next_of("scan")["code"] for _ in range(40)]
-    seen_b = [b.next_of("scan")["code"] for _ in range(40)]
-    assert seen_a == seen_b and len(set(seen_a)) == 40
+    seen_his = [his.next_of("scan")["code"] for _ in range(40)]
+    seen_monitor = [monitor.next_of("scan") for _ in range(40)]
+    assert seen_his == codes
+    # The monitor sees the same scans, in order, never a full code.
+    assert [e["masked"] for e in seen_monitor] == [mask(c) for c in codes]
+    assert not any("code" in e for e in seen_monitor)
     stuck.close()
 
 
@@ -120,7 +126,7 @@ def test_listen_json_prints_events(rig: tuple[Daemon, PtyScanner, Path]) -> None
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
-        wait_for(lambda: Client(sock).command({"cmd": "status"})["sinks"]["socket"]["clients"] >= 2, 10)
+        wait_for(lambda: Client(sock, role=None).status()["sinks"]["socket"]["monitors"] >= 1, 10)
         pty.release_slave()
         code = unionpay_code()
         pty.write(f"{code}\r".encode())
@@ -129,7 +135,8 @@ def test_listen_json_prints_events(rig: tuple[Daemon, PtyScanner, Path]) -> None
             event = json.loads(listener.stdout.readline())
             if event["type"] == "scan":
                 break
-        assert event["channel"] == "unionpay" and event["code"] == code
+        # listen is a monitor: it sees the scan with its code masked.
+        assert event["channel"] == "unionpay" and event["masked"] == mask(code) and "code" not in event
     finally:
         listener.terminate()
         listener.wait(5)
@@ -157,7 +164,7 @@ def test_unplug_and_replug_while_client_connected(rig: tuple[Daemon, PtyScanner,
     assert client.next_of("device")["state"] == "absent"
     pty.replug()
     assert client.next_of("device")["state"] == "present"
-    Client(sock).wait_present()
+    Client(sock, role=None).wait_present()
     pty.release_slave()
     code = wechat_code()
     pty.write(f"{code}\r".encode())

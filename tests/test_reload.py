@@ -100,7 +100,7 @@ def test_reload_moving_the_socket_carries_waiting_scans_and_a_new_area_keeps_the
     daemon = Daemon(config, sock)
     try:
         daemon.wait_ready()
-        probe = Client(sock)
+        probe = Client(sock, role=None)
         pty.release_slave()
         probe.wait_present()
         probe.close()

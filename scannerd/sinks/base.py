@@ -7,7 +7,7 @@ import collections
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..model import Event
+from ..model import Event, ScanEvent
 
 
 T = TypeVar("T")
@@ -47,3 +47,12 @@ class Sink(abc.ABC):
     def status(self) -> dict[str, Any]:
         """A small dict for `status` replies and the systemd STATUS line."""
         return {}
+
+    def take_pending(self) -> list[ScanEvent]:
+        """Reload: hand the scans still waiting here to this sink's successor."""
+        return []
+
+    def adopt_pending(self, events: list[ScanEvent]) -> None:
+        """Reload: take over a predecessor's waiting scans (each still only within its TTL)."""
+        for event in events:
+            self.deliver(event)

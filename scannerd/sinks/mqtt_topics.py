@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
-from ..protocol import ProtocolError, dumps, encode_event, parse_command, reply
+from ..protocol import ProtocolError, decode_command, dumps, encode_event, reply
 
 __all__ = [
-    "CMD_ALLOWED",
     "REJECT_QUEUE_TTL_S",
     "Outgoing",
     "Topics",
@@ -30,10 +29,6 @@ __all__ = [
     "topic_level",
     "try_request",
 ]
-
-# Commands a broker-side client may send. `inject` is left out on purpose: anyone with publish
-# rights on the broker could otherwise forge scans into the cashier's HIS.
-CMD_ALLOWED = frozenset({"arm", "disarm", "status"})
 
 # A reject is a diagnostic, not a transaction: when the broker is down it waits at most this
 # long in the queue, so a reconnect does not flood consumers with old noise.
@@ -116,11 +111,9 @@ def event_payload(event: Event, topics: Topics, qos: int, delivered_ns: int | No
 
 
 def parse_mqtt_command(payload: bytes) -> dict[str, Any]:
-    """Parse a `<prefix>/cmd` payload; raises ProtocolError with a reason for the reply."""
-    obj = parse_command(payload)
-    if obj["cmd"] not in CMD_ALLOWED:
-        raise ProtocolError(f"cmd {obj['cmd']!r} is not accepted over MQTT; accepted: {', '.join(sorted(CMD_ALLOWED))}")
-    return obj
+    """Decode a `<prefix>/cmd` payload; raises ProtocolError with a reason for the reply. Which
+    commands MQTT may send is the command table's decision (`inject` never)."""
+    return decode_command(payload)
 
 
 def command_reply_payload(request: dict[str, Any] | None, answer: dict[str, Any]) -> bytes:

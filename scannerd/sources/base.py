@@ -82,6 +82,18 @@ class Source(abc.ABC):
         self.present = state == "present"
         self._state(DeviceStateEvent(self.device.name, state, reason))
 
+    def abort(self, reason: str) -> None:
+        """The daemon stops this source: a partial scan is reported as a reject, not lost."""
+        self.input.abort(reason)
+
+    @property
+    def reopens(self) -> bool:
+        """Whether this source waits for its own path to come back (it can be poked)."""
+        return False
+
+    def poke(self) -> None:
+        """Discovery saw this source's device come back; sources that reopen look at once."""
+
     @abc.abstractmethod
     async def run(self) -> None:
         """Read until cancelled."""

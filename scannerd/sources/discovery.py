@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from ..config import Config, ScannerConfig
+from . import registry
 
 log = structlog.get_logger("scannerd.discovery")
 
@@ -92,7 +93,8 @@ class FoundDevice:
 # --- pure matching ------------------------------------------------------------------------------
 
 def _transport_for(subsystem: str) -> str:
-    return "evdev" if subsystem == "input" else "serial"
+    transport = registry.for_subsystem(subsystem)
+    return transport.name if transport is not None else subsystem
 
 
 def _entry_matches(entry: ScannerConfig, desc: DeviceDescription) -> tuple[bool, str]:
@@ -346,8 +348,8 @@ class Discovery:
             # Without udevd (minimal images, the VM rig) only the kernel source carries events.
             source = "udev" if udev_running() else "kernel"
             monitor = pyudev.Monitor.from_netlink(context, source=source)
-            monitor.filter_by("input")
-            monitor.filter_by("tty")
+            for subsystem in registry.udev_subsystems():
+                monitor.filter_by(subsystem)
             self._monitor = monitor
         # Start listening before enumerating so a device plugged in between is not missed;
         # a device seen twice is ignored by the active table.

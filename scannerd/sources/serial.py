@@ -59,6 +59,10 @@ class SerialSource(Source):
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
 
+    @property
+    def reopens(self) -> bool:
+        return self.reopen
+
     def poke(self) -> None:
         """Discovery saw the device come back: try to reopen at once."""
         self._reopen_now.set()

@@ -1,0 +1,1 @@
+"""Handing scans to the HIS: the subscriber hub, its transports, and delivery outcomes."""
