@@ -25,6 +25,7 @@ from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .command_table import CommandContext, CommandError, CommandTable
+from .control.device_controllers import ControlParamError, DeviceControllers
 from .delivery.hub import Hub, HubError
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
@@ -82,6 +83,7 @@ class Daemon:
         self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
                        queue_limit=config.policy.queue_limit)
         self.commands = CommandTable(self)
+        self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
         self.mqtt_sink: MqttSink | None = None
@@ -210,10 +212,13 @@ class Daemon:
         self.pipeline.register_device(device)
 
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+            result = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+            self.controllers.outcome(_device.name, result)  # good / bad on a controlled scanner
 
-        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
-                                         reopen=self._polls_its_path(scanner))
+        spec = framing_spec(scanner)
+        request = registry.SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
+                                         reopen=self._polls_its_path(scanner),
+                                         control=self.controllers.channel_for(scanner, spec, emit))
         source = registry.get(scanner.transport).make_source(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
@@ -239,6 +244,7 @@ class Daemon:
             # A source that ended by itself (unplug, grab refused) leaves room for discovery.
             if current is not None and current.source is source:
                 del self.running[name]
+                self._spawn(self.controllers.release(name, getattr(source, "control", None)))
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     # Discovery keys devices by kernel node; a configured path may be a by-id link.
@@ -259,6 +265,7 @@ class Daemon:
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
+        await self.controllers.release(name)
         log.info("source_stopped", device=name)
 
     async def _start_discovery(self) -> None:
@@ -339,6 +346,7 @@ class Daemon:
         self.config = new
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
+        self.controllers.reconfigure(new.control, new.scanners)
         if new.mqtt != old.mqtt:
             old_mqtt, self.mqtt_sink = self.mqtt_sink, None
             await self._start_mqtt(new)
@@ -430,12 +438,22 @@ class Daemon:
             raise CommandError(str(e)) from None
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
-        self.pipeline.arm(device, ttl_s)
-        return {"device": device, "ttl_s": ttl_s, "scanner": "not_controllable"}
+        try:
+            self.controllers.check(device, amount_fen, voice)  # refused before anything changes
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
+        self.pipeline.arm(device, ttl_s)  # scans count from now, while the device switches on
+        return {"device": device, "ttl_s": ttl_s, **await self.controllers.arm(device, amount_fen, voice, ttl_s)}
 
     async def disarm(self, device: str) -> dict[str, Any]:
         self.pipeline.disarm(device)
-        return {"device": device, "scanner": "not_controllable"}
+        return {"device": device, **await self.controllers.disarm(device)}
+
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        try:
+            return {"device": device, **await self.controllers.display(device, amount_fen, voice)}
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
 
     def _device_for(self, name: str) -> DeviceInfo:
         known = self.pipeline.devices.get(name)
@@ -481,6 +499,7 @@ class Daemon:
             "devices": self.devices(),
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),
+            "control": self.controllers.states(),
         }
 
     def devices(self) -> list[dict[str, Any]]:

@@ -146,6 +146,11 @@ class DeviceController:
             return ControlResult(NOT_CONTROLLABLE, f"{self.profile.name} has no {verb} verb")
         return await self._run([(verb, {})])
 
+    def check(self, amount_fen: int | None = None, voice: str | None = None) -> None:
+        """Raise ControlParamError now for what `arm` / `display` would refuse, before the
+        caller changes anything (the software arming happens before the device answers)."""
+        self._display_steps([], amount_fen, voice or "", True)
+
     def feedback_soon(self, ok: bool) -> None:
         """`feedback` without waiting for it (from the pipeline's outcome callbacks)."""
         if self.profile.has("good" if ok else "bad") and self.channel.attached:

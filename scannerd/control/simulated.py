@@ -324,3 +324,26 @@ class SimulatedHoneywellEngine(SimulatedDevice):
                         self.state.menu_codes = data == "1"
                 out += part.encode() + status
         return bytes(out + storage)
+
+
+def demo_box_config(directory: Path, link: Path, voice: str = "请出示医保码或付款码") -> str:
+    return f"""# Written by `scannerd simulate --box newland`: a kiosk with a simulated Newland scan box.
+[site]
+area = "outpatient"
+
+[socket]
+path = "{directory / 'scannerd.sock'}"
+
+[control]
+kiosk_voice = "{voice}"
+
+[[scanner]]
+name = "sim-kiosk-1"
+transport = "serial"
+path = "{link}"
+baudrate = 9600
+role = "kiosk"
+terminator = "CRLF"
+control = "newland-box"
+lock_setup_codes = false
+"""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import ScannerConfig
+    from ..control.channel import ControlChannel
     from ..framing import FramingSpec
     from ..model import DeviceInfo
     from .base import FrameSink, Source, StateSink
@@ -35,6 +36,8 @@ class SourceRequest:
     # The site configured this path: the source waits for it to come back by itself. A node
     # name discovery handed over may next belong to another device, so those are not polled.
     reopen: bool
+    # A scanner with a control profile: commands out and replies in on the source's device.
+    control: ControlChannel | None = None
 
 
 SettingsParser = Callable[[Any], Mapping[str, Any]]  # config._Table → ScannerConfig.settings
@@ -96,7 +99,7 @@ def for_subsystem(subsystem: str) -> Transport | None:
 def _serial_source(req: SourceRequest) -> Source:
     from .serial import SerialSource
 
-    return SerialSource(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen)
+    return SerialSource(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen, control=req.control)
 
 
 def _evdev_source(req: SourceRequest) -> Source:
