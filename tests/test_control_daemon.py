@@ -160,6 +160,8 @@ def test_box_that_stops_answering_is_error_then_present(kiosk: tuple[Daemon, Sim
     back = client.next_of("device")
     assert back["state"] == "present"
     assert box.snapshot()[1].switched_on  # recovery reasserted the armed state
+    # No good/bad light was queued for a box that was not answering.
+    assert not any(c.values("LED") for c in box.snapshot()[0])
     assert client.command({"cmd": "status"})["control"]["kiosk-7"]["state"] == "ok"
 
 

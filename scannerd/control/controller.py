@@ -152,8 +152,9 @@ class DeviceController:
         self._display_steps([], amount_fen, voice or "", True)
 
     def feedback_soon(self, ok: bool) -> None:
-        """`feedback` without waiting for it (from the pipeline's outcome callbacks)."""
-        if self.profile.has("good" if ok else "bad") and self.channel.attached:
+        """`feedback` without waiting for it (from the pipeline's outcome callbacks). Not for
+        a device that stopped answering: each would wait out its timeout ahead of `disarm`."""
+        if self.profile.has("good" if ok else "bad") and self.channel.attached and self.state == "ok":
             self._spawn(self.feedback(ok))
 
     async def close(self) -> None:
