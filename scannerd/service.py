@@ -131,6 +131,7 @@ class Daemon:
             self.discovery.stop()
         for name in list(self.running):
             await self._stop_source(name)
+        await self.controllers.close()
         if self.socket_server is not None:
             await self.socket_server.stop()
         for sink in list(self.sinks):
@@ -244,7 +245,6 @@ class Daemon:
             # A source that ended by itself (unplug, grab refused) leaves room for discovery.
             if current is not None and current.source is source:
                 del self.running[name]
-                self._spawn(self.controllers.release(name, getattr(source, "control", None)))
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     # Discovery keys devices by kernel node; a configured path may be a by-id link.
@@ -265,7 +265,6 @@ class Daemon:
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
-        await self.controllers.release(name)
         log.info("source_stopped", device=name)
 
     async def _start_discovery(self) -> None:
@@ -346,7 +345,7 @@ class Daemon:
         self.config = new
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
-        self.controllers.reconfigure(new.control, new.scanners)
+        await self.controllers.reconfigure(new.control, new.scanners)
         if new.mqtt != old.mqtt:
             old_mqtt, self.mqtt_sink = self.mqtt_sink, None
             await self._start_mqtt(new)

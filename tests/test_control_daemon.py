@@ -4,6 +4,7 @@ pty, commands over the Unix socket and over MQTT `…/cmd`."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -235,3 +236,26 @@ def test_simulate_box_newland_shows_the_kiosk_flow(tmp_path: Path) -> None:
     assert f"VOICE={PROMPT}" in text and "SWITCH=ON" in text
     assert "as a DATA= frame" in text and "as code + CR LF" in text
     assert "HIS: disarm → ok=True scanner=confirmed" in text
+
+
+def test_reload_applies_a_new_prompt_and_keeps_the_armed_box(kiosk: tuple[Daemon, SimulatedNewlandBox, Client]) -> None:
+    daemon, box, client = kiosk
+    assert client.command({"cmd": "arm", "device": "kiosk-7", "amount_fen": 100})["scanner"] == "confirmed"
+    opened = len(box.snapshot()[0])
+    config = daemon.config
+    config.write_text(config.read_text(encoding="utf-8").replace(PROMPT, "请扫描医保码"), encoding="utf-8")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: any(e.get("event") == "reloaded" for e in daemon.log_events()))
+    # The scanner's entry did not change: same source, same controller, still armed, no re-open.
+    assert len(box.snapshot()[0]) == opened and box.snapshot()[1].switched_on
+    assert client.command({"cmd": "arm", "device": "kiosk-7"})["scanner"] == "confirmed"
+    assert box.snapshot()[1].spoken[-1] == "请扫描医保码"
+    # Without its control key the scanner is no longer written to.
+    config.write_text(config.read_text(encoding="utf-8").replace('control = "newland-box"\n', ""), encoding="utf-8")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: [e.get("event") for e in daemon.log_events()].count("reloaded") == 2)
+    client.wait_present()
+    before = len(box.snapshot()[0])
+    assert client.command({"cmd": "arm", "device": "kiosk-7", "amount_fen": 100})["scanner"] == "not_controllable"
+    assert client.command({"cmd": "status"})["control"] == {}
+    assert len(box.snapshot()[0]) == before

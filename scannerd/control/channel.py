@@ -59,6 +59,12 @@ class ControlChannel:
     def attached(self) -> bool:
         return self._fd is not None
 
+    def rebind(self, spec: FramingSpec, emit: FrameSink) -> None:
+        """A new source for the same scanner (replug under a new node, new framing settings)."""
+        self.spec = spec
+        self._emit = emit
+        self._hold_s = max(spec.idle_gap_ms / 2, 5) / 1000
+
     # --- called by the serial source ---------------------------------------------------------
 
     def attach(self, fd: int, passthrough: Passthrough) -> None:

@@ -104,6 +104,12 @@ class DeviceController:
         self._recovery: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def use_profile(self, profile: Profile) -> None:
+        """New verbs, limits or timing of the same protocol family (a reloaded site profile)."""
+        assert profile.family == self.profile.family
+        self.profile = profile
+        self.channel.profile = profile
+
     @property
     def busy(self) -> bool:
         """A command is out, waiting for its reply."""

@@ -1,12 +1,14 @@
 """The daemon's side of scanner control: one DeviceController per controlled scanner, by name.
 
-The daemon asks this for a control channel when it starts a serial source, releases it when the
-source stops, and forwards `arm` / `disarm` / `display` and every pipeline result here. A
+The daemon asks this for a control channel whenever it starts a serial source (a scanner keeps
+its controller, and so its armed state, across replugs and restarts), forwards `arm` /
+`disarm` / `display` and every pipeline result here, and hands it each reloaded config. A
 scanner without a profile answers `not_controllable` and is never written to.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -28,47 +30,61 @@ class DeviceControllers:
         self.config = config
         self._state = state
         self._controllers: dict[str, DeviceController] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
-    def reconfigure(self, config: ControlConfig, scanners: tuple[ScannerConfig, ...]) -> None:
+    async def reconfigure(self, config: ControlConfig, scanners: tuple[ScannerConfig, ...]) -> None:
         """A reload: new prompts, ceiling and roles apply to running controllers at once; a
-        changed profile or control key restarts the source (it is a source setting)."""
+        scanner that lost its profile (or its entry) loses its controller. A changed profile
+        name or lock_setup_codes restarts the source, and channel_for makes a new controller."""
         self.config = config
-        for scanner in scanners:
-            controller = self._controllers.get(scanner.name)
-            if controller is not None:
-                controller.reads_when_idle = scanner.role != "kiosk"
-                controller.default_voice = config.voice_for(scanner.role)
-                controller.amount_limit_fen = config.max_amount_fen
-                controller.recover_interval_s = config.recover_interval_s
+        wanted = {s.name: s for s in scanners if s.control}
+        for name in list(self._controllers):
+            scanner = wanted.get(name)
+            if scanner is None:
+                await self._controllers.pop(name).close()
+            else:
+                controller = self._controllers[name]
+                self._configure(controller, scanner)
+                profile = config.profiles[scanner.control]
+                if profile != controller.profile and profile.family == controller.profile.family:
+                    controller.use_profile(profile)  # a site profile edited in place
 
     def channel_for(self, scanner: ScannerConfig, spec: FramingSpec, emit: FrameSink) -> ControlChannel | None:
-        """The control channel for a scanner's new source, or None when it has no profile."""
+        """The control channel for a scanner's new source, or None when it has no profile.
+        A scanner's controller outlives its sources: a replug keeps it armed (or not)."""
         if not scanner.control:
             return None
         name = scanner.name
+        profile = self.config.profiles[scanner.control]
+        controller = self._controllers.get(name)
+        if controller is not None and controller.profile == profile and controller.lock_setup_codes == scanner.lock_setup_codes:
+            controller.channel.rebind(spec, emit)
+            self._configure(controller, scanner)
+            return controller.channel
+        if controller is not None:
+            self._retire(controller)
         controller = DeviceController(
             name,
-            self.config.profiles[scanner.control],
+            profile,
             spec,
             emit,
             on_state=lambda state, reason: self._state(DeviceStateEvent(name, state, reason)),
-            reads_when_idle=scanner.role != "kiosk",
-            default_voice=self.config.voice_for(scanner.role),
             lock_setup_codes=scanner.lock_setup_codes,
-            amount_limit_fen=self.config.max_amount_fen,
-            recover_interval_s=self.config.recover_interval_s,
         )
+        self._configure(controller, scanner)
         self._controllers[name] = controller
         return controller.channel
 
-    async def release(self, name: str, channel: ControlChannel | None = None) -> None:
-        """The scanner's source stopped (reload, removal, unplug, shutdown). With `channel`:
-        only if that is still the scanner's channel (a restarted source has a new one)."""
-        controller = self._controllers.get(name)
-        if controller is None or (channel is not None and controller.channel is not channel):
-            return
-        del self._controllers[name]
-        await controller.close()
+    def _configure(self, controller: DeviceController, scanner: ScannerConfig) -> None:
+        controller.reads_when_idle = scanner.role != "kiosk"
+        controller.default_voice = self.config.voice_for(scanner.role)
+        controller.amount_limit_fen = self.config.max_amount_fen
+        controller.recover_interval_s = self.config.recover_interval_s
+
+    def _retire(self, controller: DeviceController) -> None:
+        task = asyncio.get_running_loop().create_task(controller.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def check(self, name: str, amount_fen: int | None, voice: str | None) -> None:
         """Raise ControlParamError for parameters the scanner's device cannot take."""
@@ -112,5 +128,10 @@ class DeviceControllers:
         return {name: {"profile": c.profile.name, "state": c.state, "armed": c.armed} for name, c in self._controllers.items()}
 
     async def close(self) -> None:
-        for name in list(self._controllers):
-            await self.release(name)
+        """Shutdown: stop every controller's timers and tasks (their sources are closed)."""
+        controllers = list(self._controllers.values())
+        self._controllers.clear()
+        for controller in controllers:
+            await controller.close()
+        for task in list(self._retiring):
+            await task
