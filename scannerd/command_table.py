@@ -261,6 +261,11 @@ class CommandTable:
     def allowed(self, transport: str) -> list[str]:
         return sorted(n for n, c in self.commands.items() if transport in c.transports)
 
+    async def handle(self, transport: str, obj: dict[str, Any], subscriber: Subscriber | None = None,
+                     peer_uid: int | None = None) -> dict[str, Any]:
+        """What a transport calls for each decoded line: it says who sent it, the table decides."""
+        return await self.dispatch(CommandContext(transport, subscriber, peer_uid), obj)
+
     async def dispatch(self, ctx: CommandContext, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and run one decoded command; always returns a reply, never raises."""
         name = obj.get("cmd")

@@ -24,6 +24,8 @@ ROLES = ("window", "kiosk")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
+# "auto": a frame ends at CR, LF, CRLF or TAB; the others are one terminator (none: the idle gap only).
+TERMINATOR_NAMES = ("auto", "CR", "LF", "CRLF", "TAB", "none")
 
 T = TypeVar("T")
 
@@ -97,7 +99,7 @@ class ScannerConfig:
     encoding: str = "utf-8"
     role: str = "window"
     area: str = ""  # empty: site.area
-    terminator: str = "CR"
+    terminator: str = "auto"  # CR, LF, CRLF or TAB, whichever the scanner sends
     idle_gap_ms: int = 0  # 0: the transport's default (default_idle_gap_ms), set on creation
     prefix: str = ""
     suffix: str = ""
@@ -193,7 +195,8 @@ class Config:
         return scanner.area or self.site.area
 
     def classifier(self) -> Any:
-        """The classifier for this config (built once, when the config was read)."""
+        """The classifier for this config: built when the config was read, or on first use when
+        it was read with `compile_rules=False` (then a bad rule raises ConfigError here)."""
         if self.compiled is None:
             object.__setattr__(self, "compiled", _build_classifier(self))
         return self.compiled
@@ -370,7 +373,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         encoding=encoding,
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
-        terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
+        terminator=t.choice("terminator", TERMINATOR_NAMES, "auto"),
         idle_gap_ms=t.number("idle_gap_ms", 0, 5, 5000) if "idle_gap_ms" in t.data else 0,  # 0: by transport
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
@@ -388,7 +391,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
         control=t.get("control", str, ""),
         lock_setup_codes=t.get("lock_setup_codes", bool, False),
-        settings=registry.get(transport).parse_settings(t),
+        settings=_transport_settings(t, registry.get(transport)),
     )
     if scanner.control and transport != "serial":
         raise t.err("control", "expected control only on a serial scanner (HID-POS output reports come with HID-POS)")
@@ -396,6 +399,17 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("lock_setup_codes", 'expected a control profile on this scanner (control = "…") to send it with')
     t.finish()
     return scanner
+
+
+def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, Any]:
+    """The keys only this scanner's transport understands, as its registry entry declares them."""
+    out: dict[str, Any] = {}
+    for setting in transport.settings:
+        if setting.choices:
+            out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
+        else:
+            out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+    return out
 
 
 def _mqtt(t: _Table, file: str) -> MqttConfig:
@@ -501,7 +515,11 @@ def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) 
     return parse(_Table(root.file, name, root.data[name]))
 
 
-def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
+def parse_config(
+    data: dict[str, Any], file: str = "config.toml", *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """`compile_rules=False`: leave [[rule]] and [classify] unchecked until `classifier()` (for
+    tools that only need the socket path); `search_overlaps`: check-config's strict rule check."""
     root = _Table(file, "", data)
     site = _section(root, "site", _site, SiteConfig())
     socket = _section(root, "socket", _socket, SocketConfig())
@@ -542,26 +560,36 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         rules=tuple(rules),
         classify=dict(classify),
     )
-    config.classifier()  # site rules are checked by the classifier that will run them
+    if compile_rules:
+        # Site rules are checked by the classifier that will run them.
+        object.__setattr__(config, "compiled", _build_classifier(config, search_overlaps=search_overlaps))
     return config
 
 
-def _build_classifier(config: Config) -> Any:
-    from .classify import Classifier, RuleError  # here: classify imports model, not config
+def _build_classifier(config: Config, *, search_overlaps: bool = False) -> Any:
+    # Imported here: classify imports model, not config.
+    from .classify import Classifier, RuleError
 
     try:
-        return Classifier.build(config.rules, config.classify)
+        return Classifier.build(config.rules, config.classify, search_overlaps=search_overlaps)
     except RuleError as e:
         raise ConfigError(config.source, e.key, e.message) from None
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present)."""
+def load_config(
+    path: str | os.PathLike[str] | None, *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present).
+
+    `compile_rules=False` reads everything but the rules (compiled on first `classifier()`):
+    `status` and the other socket tools must work when a site rule is broken. `search_overlaps`
+    adds the slow same-priority overlap search: `check-config` only, never the daemon.
+    """
     if path is None:
         if DEFAULT_CONFIG_PATH.exists():
             path = DEFAULT_CONFIG_PATH
         else:
-            return Config()
+            return Config()  # default rules only: compiled on first classifier(), checked by the tests
     p = Path(path)
     name = str(p)
     try:
@@ -576,4 +604,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
-    return parse_config(data, name)
+    return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

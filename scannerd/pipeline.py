@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from .classify_faults import METRIC as CLASSIFY_ERRORS
+from .classify_faults import ClassifyFaults
 from .config import PolicyConfig
 from .model import (
     Classification,
@@ -34,7 +36,8 @@ log = structlog.get_logger("scannerd.pipeline")
 
 
 class ClassifierLike(Protocol):
-    def classify(self, text: str, symbology: str | None = None) -> Classification: ...
+    def classify(self, text: str, symbology: str | None = None,
+                 on_error: Callable[[str, str, Exception], None] | None = None) -> Classification: ...
 
 
 class CensusLike(Protocol):
@@ -84,6 +87,8 @@ class Pipeline:
         self.metrics = metrics
         self.census = census
         self.clock = clock
+        # A rule that raises counts as not matching; the fault is counted and logged once per rule.
+        self.classify_faults = ClassifyFaults(lambda rule: metrics.inc(CLASSIFY_ERRORS, {"rule": rule}))
         # device → {code digest: last seen ns}; digests, so no bearer token lingers in memory
         # longer than the framer's own buffer.
         self._recent: dict[str, dict[bytes, int]] = {}
@@ -149,7 +154,7 @@ class Pipeline:
         if isinstance(item, Rejected):
             return self._reject(device.name, item.reason, item.text)
         frame = item
-        c = self.classifier.classify(frame.text, frame.symbology)
+        c = self.classifier.classify(frame.text, frame.symbology, on_error=self.classify_faults)
         if self.census is not None:
             self.census.observe(frame.text, frame.symbology, c)  # it counts unknown/candidate shapes only
         if c.reject_reason:

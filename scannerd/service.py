@@ -12,29 +12,29 @@ import os
 import signal
 import socket as _socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import __version__
 from .census import Census
-from .config import Config, ConfigError, ScannerConfig, load_config
-from .framing import TERMINATORS, FramingSpec
-from .metrics import Metrics
-from .metrics_http import MetricsServer
-from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .command_table import CommandContext, CommandError, CommandTable
+from .config import Config, ConfigError, ScannerConfig, load_config
 from .control.device_controllers import ControlParamError, DeviceControllers
 from .delivery.hub import Hub, HubError
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
+from .framing import TERMINATORS, FramingSpec
+from .loop_errors import LoopErrorHandler
+from .metrics import Metrics
+from .metrics_http import MetricsServer
+from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
 from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sources import registry
-from .sources.base import Source
+from .sources.base import Source, SourceRequest
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -59,6 +59,11 @@ class _Running:
     scanner: ScannerConfig
     source: Source
     task: asyncio.Task[None]
+
+
+def _node(path: str) -> str:
+    """The kernel node behind a configured path (often a /dev/serial/by-id or /dev/scanner link)."""
+    return os.path.realpath(path) if path else ""
 
 
 def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
@@ -99,6 +104,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        LoopErrorHandler().install(loop)  # one line per kind of loop error, not one per retry
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
@@ -170,7 +176,7 @@ class Daemon:
     # --- sinks ----------------------------------------------------------------------------
 
     def _make_socket_server(self, config: Config) -> UnixSocketServer:
-        return UnixSocketServer(config.socket, self.hub, self.commands.dispatch, hostname=self.hostname,
+        return UnixSocketServer(config.socket, self.hub, self.commands.handle, hostname=self.hostname,
                                 commands=self.commands.allowed("socket"))
 
     async def _mqtt_command(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +223,11 @@ class Daemon:
             self.controllers.outcome(_device.name, result)  # good / bad on a controlled scanner
 
         spec = framing_spec(scanner)
-        request = registry.SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
-                                         reopen=self._polls_its_path(scanner),
-                                         control=self.controllers.channel_for(scanner, spec, emit))
-        source = registry.get(scanner.transport).make_source(request)
+        request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
+                                reopen=self._polls_its_path(scanner),
+                                control=self.controllers.channel_for(scanner, spec, emit))
+        source_class: type[Source] = registry.get(scanner.transport).source_class()
+        source = source_class.from_request(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
@@ -248,7 +255,7 @@ class Daemon:
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     # Discovery keys devices by kernel node; a configured path may be a by-id link.
-                    node = os.path.realpath(source.device.path)
+                    node = os.path.realpath(source.device.path)  # noqa: ASYNC240 - a /dev link, resolved in memory by devtmpfs
                     tries = 0 if time.monotonic() - started > 30 else self._retries.get(node, 0)
                     self._retries[node] = tries + 1
                     self.discovery.forget(node, retry_after_s=min(60.0, 2.0 * 2**tries))
@@ -329,7 +336,9 @@ class Daemon:
 
     async def _reload(self) -> bool:
         try:
-            new = load_config(self.config_path)
+            # Off the loop: reading the file and compiling the site rules takes milliseconds to
+            # seconds, and a scanner sending meanwhile must not have its read cut by the idle gap.
+            new = await asyncio.to_thread(load_config, self.config_path)
             classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)
@@ -367,13 +376,20 @@ class Daemon:
                 log.error("metrics_unavailable", listen=new.metrics.listen, error=str(e))
                 self.metrics_server = None
         wanted = {s.name: s for s in new.scanners}
+        # Sources are reconciled by the device they hold, not only by name: an entry that now
+        # names a device an auto-detected (or renamed) source holds must get that device.
+        claimed = {_node(s.path): s.name for s in new.scanners if s.path}
+        auto_detects = new.discovery.auto and not new.scanners
         for name, running in list(self.running.items()):
             keep = wanted.get(name)
-            removed = keep is None and running.scanner in old.scanners  # auto-detected ones stay
+            configured = running.scanner in old.scanners
+            # An auto-detected source stays while the new config still auto-detects.
+            removed = keep is None and (configured or not auto_detects)
             changed = keep is not None and _source_settings(keep) != _source_settings(running.scanner)
+            taken = claimed.get(_node(running.source.device.path), name) != name
             # An unchanged scanner keeps its source, its open port and any scan in flight;
             # a new area or role is only a new label on its events.
-            if removed or changed:
+            if removed or changed or taken:
                 await self._stop_source(name)
             elif keep is not None:
                 running.scanner = keep

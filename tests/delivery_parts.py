@@ -101,7 +101,7 @@ class Rig:
         self.services = Services(self.hub)
         self.table = CommandTable(self.services)
         self.config = SocketConfig(path=str(path), client_buffer_bytes=client_buffer_bytes)
-        self.server = UnixSocketServer(self.config, self.hub, self.table.dispatch, hostname="h",
+        self.server = UnixSocketServer(self.config, self.hub, self.table.handle, hostname="h",
                                        commands=self.table.allowed("socket"))
 
     @property
@@ -156,7 +156,7 @@ class AClient:
         """Nothing arrives within `seconds`."""
         try:
             await self.next(timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

@@ -54,7 +54,7 @@ BAD = [
     ('[[scanner]]\nname = "w1"\n', "scanner[1].path: expected the serial device path"),
     ('[[scanner]]\nname = "w 1"\npath = "/dev/x"\n', "scanner[1].name: expected letters, digits"),
     ('[[scanner]]\nname = "w1"\npath = "/dev/x"\n[[scanner]]\nname = "w1"\npath = "/dev/y"\n', 'scanner[2].name: expected a unique name, "w1" is also scanner[1]'),
-    ('[[scanner]]\nname = "w1"\npath = "/dev/x"\nterminator = "ENTER"\n', 'scanner[1].terminator: expected one of CR | LF | CRLF | TAB | none, got "ENTER"'),
+    ('[[scanner]]\nname = "w1"\npath = "/dev/x"\nterminator = "ENTER"\n', 'scanner[1].terminator: expected one of auto | CR | LF | CRLF | TAB | none, got "ENTER"'),
     ('[[scanner]]\nname = "w1"\npath = "/dev/x"\nrole = "cashier"\n', 'scanner[1].role: expected one of window | kiosk, got "cashier"'),
     ('[[scanner]]\nname = "k1"\ntransport = "evdev"\nusb = "honeywell"\n', 'scanner[1].usb: expected a USB id "vid:pid" in hex'),
     ('[[scanner]]\nname = "k1"\ntransport = "bluetooth"\n', 'scanner[1].transport: expected one of serial | evdev, got "bluetooth"'),

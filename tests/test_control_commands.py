@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from delivery_parts import KIOSK, Services
-
 from scannerd.command_table import CommandContext, CommandTable
 from scannerd.delivery.hub import Hub
 from scannerd.delivery.outcomes import Outcomes
+
+from delivery_parts import KIOSK, Services
 
 
 async def test_display_arguments_are_validated_and_reach_the_daemon() -> None:

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 
 from scannerd.config import ConfigError, parse_config
+
+from helpers import REPO
 
 KIOSK = {"name": "kiosk-1", "path": "/dev/ttyACM0", "role": "kiosk", "control": "newland-box"}
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from scannerd.control.simulated import SimulatedNewlandBox
+
 from helpers import REPO, Client, Daemon, wait_for, wechat_code
 from mqtt_broker import Broker
 from test_mqtt import broker, payload, pki, subscriber  # noqa: F401 - the session broker fixtures
-
-from scannerd.control.simulated import SimulatedNewlandBox
 
 PROMPT = "请出示医保码或付款码"
 PREFIX = "his/ward-a/kiosk-7"

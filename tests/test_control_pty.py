@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import alipay_code, wechat_code
 
 from scannerd.config import ScannerConfig
 from scannerd.control.controller import (
@@ -31,6 +30,8 @@ from scannerd.control.simulated import (
 from scannerd.framing import FramingSpec
 from scannerd.model import DeviceInfo, DeviceStateEvent, Frame, Rejected
 from scannerd.sources.serial import SerialSource
+
+from helpers import alipay_code, wechat_code
 
 PROFILES = builtin_profiles()
 PROMPT = "请出示付款码"

@@ -15,14 +15,13 @@ from typing import Any
 
 from ..config import (
     LAYOUTS,
+    TERMINATOR_NAMES,
     ScannerConfig,
 )
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
 from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
 from ._common import config_or_exit_code
-
-_TERMINATORS = ("CR", "LF", "CRLF", "TAB", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-c", "--config", help="config file: site rules, and the --scanner entry's settings")
     p.add_argument("--scanner", help="take terminator, idle gap, layout, alt_numpad, shared_keyboard from this [[scanner]]")
     p.add_argument("--layout", choices=LAYOUTS, help="keyboard layout (default: the recording's)")
-    p.add_argument("--terminator", choices=_TERMINATORS, help="frame terminator (default CR)")
+    p.add_argument("--terminator", choices=TERMINATOR_NAMES,
+                   help="frame terminator (default auto: CR, LF, CRLF or TAB, whichever the scanner sent)")
     p.add_argument("--idle-gap-ms", type=int, help="idle gap that ends a read (default 200, as for a keyboard-wedge scanner)")
     p.add_argument("--alt-numpad", action="store_true", help="decode Alt+keypad character codes")
     p.add_argument("--shared-keyboard", action="store_true", help="apply the scanner-vs-human burst filter")

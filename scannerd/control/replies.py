@@ -82,6 +82,7 @@ class Demux(abc.ABC):
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._expecting = False
 
     @property
     def holding(self) -> bool:
@@ -96,6 +97,7 @@ class Demux(abc.ABC):
     def expect(self) -> None:
         """A command went out: its reply may come next (families whose replies are printable
         echoes hold printable bytes from now on until the reply or a scan's end shows)."""
+        self._expecting = True
 
     @abc.abstractmethod
     def feed(self, data: bytes) -> Demuxed: ...
@@ -265,13 +267,6 @@ class _EchoDemux(Demux):
     echo (consumed when the reply ends) or a scan (given back at its first control byte)."""
 
     ALPHABET: ClassVar[frozenset[int]] = frozenset()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._expecting = False
-
-    def expect(self) -> None:
-        self._expecting = True
 
     @property
     def mid_reply(self) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 import heapq
 import itertools
 import time
@@ -253,8 +254,8 @@ class Hub(Sink):
 
     # --- reload hand-over -----------------------------------------------------------------------
 
-    def take_pending(self) -> list[ScanEvent]:
-        pending = [q.event for q in self._pending]
+    def take_pending(self) -> list[Event]:
+        pending: list[Event] = [q.event for q in self._pending]
         self._pending.clear()
         return pending
 
@@ -374,7 +375,7 @@ class Hub(Sink):
             if sub.peer.buffered() + len(line) > limit and sub.peer.buffered() > 0:
                 if not sub.waiting_writable:
                     sub.waiting_writable = True
-                    sub.peer.on_writable(lambda s=sub: self._writable(s))
+                    sub.peer.on_writable(functools.partial(self._writable, sub))
                 return
             sub.outbox.popleft()
             sub.peer.write(line)
@@ -482,6 +483,11 @@ class Hub(Sink):
 
     def _on_timer(self) -> None:
         self._timer = None
+        self.expire_due()
+
+    def expire_due(self) -> None:
+        """Settle everything whose TTL has passed (the hub's timer calls this; so may a test
+        that drives the hub's clock by hand)."""
         now = self.clock()
         while self._deadlines and self._deadlines[0] <= now:
             heapq.heappop(self._deadlines)

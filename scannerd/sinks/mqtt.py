@@ -33,7 +33,7 @@ import collections
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,14 +273,14 @@ class MqttSink(Sink):
         self._state = "disconnected"
         log.info("mqtt.stopped", undelivered=left)
 
-    def take_pending(self) -> list[ScanEvent | RejectEvent]:
+    def take_pending(self) -> list[Event]:
         """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload).
         The one in flight, if any, is not among them: it is never sent twice."""
-        pending = [p.event for p in self._queue]
+        pending: list[Event] = [p.event for p in self._queue]
         self._queue.clear()
         return pending
 
-    def adopt_pending(self, events: list[ScanEvent | RejectEvent]) -> None:
+    def adopt_pending(self, events: Sequence[Event]) -> None:
         for event in events:
             self.deliver(event)  # TTL is checked again on the way in
 

@@ -5,13 +5,35 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected
 
+if TYPE_CHECKING:
+    from ..control.channel import ControlChannel
+
 FrameSink = Callable[[Frame | Rejected], None]
 StateSink = Callable[[DeviceStateEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRequest:
+    """Everything a transport needs to build a source for one device (see sources/registry.py)."""
+
+    device: DeviceInfo
+    scanner: ScannerConfig
+    spec: FramingSpec
+    emit: FrameSink
+    state: StateSink
+    # The site configured this path: the source waits for it to come back by itself. A node
+    # name discovery handed over may next belong to another device, so those are not polled.
+    reopen: bool
+    # A scanner with a control profile (serial): commands out, replies in, on the source's device.
+    control: ControlChannel | None = None
 
 
 class FramedInput:
@@ -21,18 +43,28 @@ class FramedInput:
     event time mapped onto the monotonic clock for evdev); complete frames go to `emit`.
     """
 
-    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink) -> None:
-        self.framer = Framer(device, spec)
+    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink, *, encoding: str | None = None) -> None:
+        self.framer = Framer(device, spec, encoding=encoding)
         self._emit = emit
         self._timer: asyncio.TimerHandle | None = None
 
     def push(self, chars: str, t_ns: int) -> None:
-        for item in self.framer.feed(chars, t_ns):
-            self._emit(item)
-        self._arm_timer()
+        """A read of characters that arrived at t_ns, framed at once."""
+        self._emit_all(self.framer.feed(chars, t_ns))
 
     def push_char(self, ch: str, t_ns: int) -> None:
-        for item in self.framer.feed_char(ch, t_ns):
+        self._emit_all(self.framer.feed_char(ch, t_ns))
+
+    def push_timed(self, chars: str, times: Sequence[int]) -> None:
+        """A batch of typed characters with one arrival time each (a keyboard-wedge read)."""
+        self._emit_all(self.framer.feed_timed(chars, times))
+
+    def push_bytes(self, data: bytes, t_ns: int) -> None:
+        """Raw bytes of a read (serial), decoded by the framer so a cut character is caught."""
+        self._emit_all(self.framer.feed_bytes(data, t_ns))
+
+    def _emit_all(self, items: list[Frame | Rejected]) -> None:
+        for item in items:
             self._emit(item)
         self._arm_timer()
 
@@ -71,12 +103,19 @@ class Source(abc.ABC):
     """One configured or discovered device. `run()` lasts until cancelled or the device is gone
     for good; a source that can reopen its device (serial) does so itself."""
 
-    def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink) -> None:
+    def __init__(self, device: DeviceInfo, spec: FramingSpec, emit: FrameSink, state: StateSink, *,
+                 encoding: str | None = None) -> None:
         self.device = device
         self.spec = spec
-        self.input = FramedInput(device.name, spec, emit)
+        # encoding: the source pushes bytes (serial) and the framer decodes them.
+        self.input = FramedInput(device.name, spec, emit, encoding=encoding)
         self._state = state
         self.present = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> Source:
+        """How the daemon builds a source of this transport (sources/registry.py names the class)."""
+        return cls(req.device, req.spec, req.emit, req.state)
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.present = state == "present"

@@ -342,7 +342,8 @@ class Discovery:
     async def start(self) -> None:
         import pyudev
 
-        context = self._context or pyudev.Context()
+        given = self._context
+        context = given or pyudev.Context()
         self._context = context
         if self._monitor is None:
             # Without udevd (minimal images, the VM rig) only the kernel source carries events.
@@ -354,7 +355,10 @@ class Discovery:
         # Start listening before enumerating so a device plugged in between is not missed;
         # a device seen twice is ignored by the active table.
         self._monitor.start()
-        for desc in list_descriptions(context):
+        # Enumerating sysfs takes tens of milliseconds with many devices: off the loop, so a
+        # reload never stalls a scanner that is sending.
+        # A libudev context is not for two threads at once: the enumeration gets its own.
+        for desc in await asyncio.to_thread(lambda: list_descriptions(given or pyudev.Context())):
             self._consider(desc)
         self._fd = self._monitor.fileno()
         asyncio.get_running_loop().add_reader(self._fd, self._drain)

@@ -9,7 +9,6 @@ waits for the path (often a /dev/serial/by-id link) to come back and reopens it.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import os
 import time
@@ -21,7 +20,7 @@ import structlog
 from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from .base import FrameSink, Source, SourceRequest, StateSink
 
 if TYPE_CHECKING:
     from ..control.channel import ControlChannel
@@ -48,16 +47,22 @@ class SerialSource(Source):
         reopen: bool = True,
         control: ControlChannel | None = None,
     ) -> None:
-        super().__init__(device, spec, emit, state)
+        super().__init__(device, spec, emit, state, encoding=scanner.encoding)
         self.scanner = scanner
         self.reopen = reopen
         # A controlled scanner: commands go out on this fd, replies come out of what it reads.
         self.control = control
         self._port: serial.Serial | None = None
-        self._decoder = codecs.getincrementaldecoder(scanner.encoding)(errors="replace")
+        # The fd registered with loop.add_reader, removed in _close only, before the port closes:
+        # once closed, the number may already belong to another scanner's port.
+        self._reader_fd: int | None = None
         self._lost: asyncio.Event | None = None
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> SerialSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen, control=req.control)
 
     @property
     def reopens(self) -> bool:
@@ -103,25 +108,20 @@ class SerialSource(Source):
             return False
         self._port = port
         self._announced_missing = False
-        self._decoder.reset()
         log.info("serial_opened", device=self.device.name, path=path, real_path=os.path.realpath(path), baudrate=self.scanner.baudrate)
         self.set_state("present")
         if self.control is not None:
-            self.control.attach(port.fileno(), self._to_framer)
+            self.control.attach(port.fileno(), self.input.push_bytes)
         return True
 
     async def _read_until_lost(self) -> None:
         assert self._port is not None
-        loop = asyncio.get_running_loop()
         lost = asyncio.Event()
         self._lost = lost
-        fd = self._port.fileno()
-        loop.add_reader(fd, self._on_readable)
-        try:
-            await lost.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(fd)
+        self._reader_fd = self._port.fileno()
+        asyncio.get_running_loop().add_reader(self._reader_fd, self._on_readable)
+        # Ends when _on_lost closes the port, or by cancellation (run() closes it then).
+        await lost.wait()
 
     def _on_readable(self) -> None:
         port = self._port
@@ -138,13 +138,8 @@ class SerialSource(Source):
             self._on_lost(str(e))
             return
         if self.control is not None:
-            data = self.control.filter(data, t_ns)
-        self._to_framer(data, t_ns)
-
-    def _to_framer(self, data: bytes, t_ns: int) -> None:
-        text = self._decoder.decode(data)
-        if text:
-            self.input.push(text, t_ns)
+            data = self.control.filter(data, t_ns)  # replies out; what is left is scans
+        self.input.push_bytes(data, t_ns)
 
     def _on_lost(self, why: str) -> None:
         log.warning("serial_lost", device=self.device.name, path=self.device.path, why=why)
@@ -161,11 +156,13 @@ class SerialSource(Source):
             await asyncio.wait_for(self._reopen_now.wait(), REOPEN_INTERVAL_S)
 
     def _close(self) -> None:
+        """The one place the reader is removed: before the fd is closed, never after."""
+        fd, self._reader_fd = self._reader_fd, None
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
         port, self._port = self._port, None
         if port is not None and self.control is not None:
             self.control.detach()
         if port is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(port.fileno())
             with contextlib.suppress(Exception):
                 port.close()
