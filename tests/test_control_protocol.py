@@ -368,3 +368,35 @@ def test_bad_site_profiles_name_file_key_and_expectation(table: dict[str, object
     with pytest.raises(ConfigError) as e:
         site_profiles([table], "c.toml", PROFILES)
     assert str(e.value).startswith("c.toml: ") and message in str(e.value), str(e.value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.from_regex(r"\A[0-9A-Z]{1,30}\Z").map(lambda c: ("plain", c)),
+                          st.sampled_from(["ack", "nak", "enq"]).map(lambda s: ("reply", s))), max_size=12),
+       st.data())
+def test_ucs_and_ssi_streams_property_scans_exactly_once(items: list[tuple[str, str]], data: st.DataObject) -> None:
+    """UCS reply frames / bare status bytes and SSI ACK/NAK packets between scans, cut anywhere:
+    the scans come through byte for byte and every reply is read once."""
+    ucs_reply = {"ack": b"\x02\x010000#SCNTRG1\x06;\x03", "nak": b"\x15", "enq": b"\x02\x010000#SCNTRG1\x05;\x03"}
+    ssi_reply = {"ack": encode.ssi_packet(encode.SSI_ACK, source=encode.SSI_DECODER),
+                 "nak": encode.ssi_packet(encode.SSI_NAK, b"\x02", source=encode.SSI_DECODER),
+                 "enq": encode.ssi_packet(encode.SSI_NAK, b"\x06", source=encode.SSI_DECODER)}
+    # UCS "nak" is a bare NAK byte; SSI has no ENQ (a NAK with another cause byte stands in).
+    for make, replies, expected in [(UcsDemux, ucs_reply, lambda s: s), (SsiDemux, ssi_reply, lambda s: "ack" if s == "ack" else "nak")]:
+        stream, plain = b"", b""
+        for kind, value in items:
+            chunk = value.encode() + b"\r\n" if kind == "plain" else replies[value]
+            plain += chunk if kind == "plain" else b""
+            stream += chunk
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+        d = make()
+        passthrough, got = b"", []
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            out = d.feed(stream[a:b])
+            passthrough += out.passthrough
+            got += out.items
+        out = d.release()
+        passthrough += out.passthrough
+        got += out.items
+        assert passthrough == plain, make
+        assert [i.status for i in got if isinstance(i, Reply)] == [expected(v) for k, v in items if k == "reply"]

@@ -222,27 +222,30 @@ class UcsDemux(Demux):
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()
         passthrough = bytearray()
-        buf = self._buf
-        buf += data
-        while buf:
-            if buf[0] == 0x02:
-                if len(buf) < len(UCS_REPLY_HEAD) and UCS_REPLY_HEAD.startswith(bytes(buf)):
+        buf = bytes(self._buf) + data
+        pos = 0  # an index, not deletions from the front: a 4 KiB read stays linear
+        while pos < len(buf):
+            b = buf[pos]
+            if b == 0x02:
+                head = buf[pos : pos + len(UCS_REPLY_HEAD)]
+                if len(head) < len(UCS_REPLY_HEAD) and UCS_REPLY_HEAD.startswith(head):
                     break
-                if buf.startswith(UCS_REPLY_HEAD):
-                    end = buf.find(b"\x03")
+                if head == UCS_REPLY_HEAD:
+                    end = buf.find(b"\x03", pos)
                     if end < 0:
-                        if len(buf) > MAX_FRAME_BYTES:
-                            out.items.append(Garbage("control_frame_too_long", bytes(buf)))
-                            buf.clear()
+                        if len(buf) - pos > MAX_FRAME_BYTES:
+                            out.items.append(Garbage("control_frame_too_long", buf[pos:]))
+                            pos = len(buf)
                         break
-                    out.items.append(_status_reply(bytes(buf[: end + 1])))
-                    del buf[: end + 1]
+                    out.items.append(_status_reply(buf[pos : end + 1]))
+                    pos = end + 1
                     continue
-            if buf[0] in STATUS_BYTES:
-                out.items.append(Reply(STATUS_BYTES[buf[0]]))
+            if b in STATUS_BYTES:
+                out.items.append(Reply(STATUS_BYTES[b]))
             else:
-                passthrough.append(buf[0])
-            del buf[:1]
+                passthrough.append(b)
+            pos += 1
+        self._buf = bytearray(buf[pos:])
         out.passthrough = bytes(passthrough)
         return out
 
@@ -353,24 +356,24 @@ class SsiDemux(Demux):
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()
         passthrough = bytearray()
-        buf = self._buf
-        buf += data
-        while buf:
-            length = buf[0]
-            opcode = self._OPCODE_FOR_LENGTH.get(length)
+        buf = bytes(self._buf) + data
+        pos = 0
+        while pos < len(buf):
+            opcode = self._OPCODE_FOR_LENGTH.get(buf[pos])
             if opcode is not None:
-                need = length + 2
-                if len(buf) < need:
-                    if len(buf) < 2 or buf[1] == opcode:
-                        break
+                need = buf[pos] + 2
+                if len(buf) - pos < need:
+                    if len(buf) - pos < 2 or buf[pos + 1] == opcode:
+                        break  # may be an ACK / NAK still arriving
                 else:
-                    packet = bytes(buf[:need])
+                    packet = buf[pos : pos + need]
                     if packet[1] == opcode and packet[2] == SSI_DECODER and ssi_checksum(packet[:-2]) == packet[-2:]:
                         out.items.append(Reply("ack" if opcode == SSI_ACK else "nak", code=packet[4:-2].hex()))
-                        del buf[:need]
+                        pos += need
                         continue
-            passthrough.append(buf[0])
-            del buf[:1]
+            passthrough.append(buf[pos])
+            pos += 1
+        self._buf = bytearray(buf[pos:])
         out.passthrough = bytes(passthrough)
         return out
 
