@@ -236,6 +236,7 @@ def test_simulate_box_newland_shows_the_kiosk_flow(tmp_path: Path) -> None:
     assert "HIS: arm ¥" in text and "scanner=confirmed" in text
     assert f"VOICE={PROMPT}" in text and "SWITCH=ON" in text
     assert "as a DATA= frame" in text and "as code + CR LF" in text
+    assert "HIS: took scan wechat payment" in text  # the demo HIS is subscribed and takes it
     assert "HIS: disarm → ok=True scanner=confirmed" in text
 
 

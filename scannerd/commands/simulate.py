@@ -9,10 +9,12 @@ take the scan, disarm, and again.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,9 +84,13 @@ def _run_box(args: argparse.Namespace, directory: Path) -> int:
     if args.with_daemon:
         if sock.exists():
             sock.unlink()  # a stale one from an earlier run would pass for a ready daemon
-        daemon = subprocess.Popen([sys.executable, "-m", "scannerd", "run", "-c", str(config)])
+        # The daemon's log in a file: this terminal shows the kiosk flow, step by step.
+        with open(directory / "daemon.log", "wb") as daemon_log:
+            daemon = subprocess.Popen([sys.executable, "-m", "scannerd", "run", "-c", str(config)], stderr=daemon_log)
     _say(f"simulated scan box: {link} -> {os.readlink(link)} (Newland frame protocol, kiosk role)")
     _say(f"config:             {config}")
+    if daemon is not None:
+        _say(f"daemon log:         {directory / 'daemon.log'}")
     if daemon is None:
         _say(f"start the daemon:   scannerd run -c {config}")
         _say("arm it as the HIS's payment page does:")
@@ -96,6 +102,7 @@ def _run_box(args: argparse.Namespace, directory: Path) -> int:
     reported = 0  # box commands printed so far
     served = -1  # the SET that switched the box on and has had its one scan
     his_next = time.monotonic() + 1.0  # when the demo HIS acts next (arm, or disarm after a scan)
+    his_events: threading.Thread | None = None
     try:
         while not args.count or scans < args.count:
             if daemon is not None and daemon.poll() is not None:
@@ -117,6 +124,8 @@ def _run_box(args: argparse.Namespace, directory: Path) -> int:
                 (box.scan_framed if framed else box.scan_plain)(text)
                 scans += 1
                 his_next = time.monotonic() + args.interval
+            elif daemon is not None and his_events is None and sock.exists():
+                his_events = _his_takes_scans(sock)
             elif daemon is not None and time.monotonic() >= his_next and sock.exists():
                 # The demo HIS: the payment page arms with an amount; once paid, it disarms.
                 if state.switched_on:
@@ -136,13 +145,38 @@ def _run_box(args: argparse.Namespace, directory: Path) -> int:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    sys.stderr.write(text + "\n")  # one write: a line never interleaves with another process's
+    sys.stderr.flush()
 
 
 def _shown(key: str, value: bytes) -> str:
     if key in ("VOICE", "PROMPT"):
         return value.decode("gbk", errors="replace")
     return value.decode("ascii", errors="replace")
+
+
+def _his_takes_scans(sock: Path) -> threading.Thread | None:
+    """The demo HIS's event connection: subscribed as `his`, it takes each scan (and "pays")."""
+    from ..client import ClientError, connect
+
+    try:
+        conn, stream = connect(str(sock), timeout=None)
+    except ClientError:
+        return None
+    stream.write(b'{"cmd":"subscribe","role":"his"}\n')
+
+    def read() -> None:
+        with conn:
+            for line in stream:
+                event = json.loads(line)
+                if event.get("type") == "scan":
+                    _say(f"HIS: took scan {event['channel']} {event['kind']} {mask(event['code'])} → pays")
+                elif event.get("type") == "reject":
+                    _say(f"HIS: reject {event['reason']}")
+
+    thread = threading.Thread(target=read, name="demo-his", daemon=True)
+    thread.start()
+    return thread
 
 
 def _his_request(sock: Path, cmd: dict[str, object]) -> None:
