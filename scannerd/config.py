@@ -7,8 +7,10 @@ file fails fast with one message naming the file, the key path and what was expe
 
 from __future__ import annotations
 
+import grp
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,9 @@ class ConfigError(ValueError):
 
 
 SYSTEM_SOCKET_PATH = "/run/scannerd/scannerd.sock"
+
+# sockaddr_un.sun_path is 108 bytes on Linux, NUL included.
+AF_UNIX_PATH_MAX = 108
 
 
 def default_socket_path() -> str:
@@ -175,6 +180,64 @@ class DiscoveryConfig:
     extra_vendor_ids: tuple[str, ...] = ()
 
 
+SYSTEM_LEDGER_PATH = "/var/lib/scannerd/ledger.sqlite"
+RESULT_STATUSES = ("paid", "refunded", "failed")
+
+
+def default_ledger_path() -> str:
+    """The unit's StateDirectory when run by systemd or as root, else $XDG_STATE_HOME/scannerd/."""
+    state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return os.path.join(state_directory, "ledger.sqlite")
+    if os.geteuid() == 0:
+        return SYSTEM_LEDGER_PATH
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "scannerd", "ledger.sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceKind:
+    """One kind of transaction the acceptance standard asks every station to show.
+
+    A scan counts when its kind (and channel, if given) match; a HIS result on that scan counts
+    when its channel, medical_insurance flag and status match.
+    """
+
+    name: str
+    scan_kind: str
+    scan_channel: str = ""  # empty: any channel (a scanner cannot tell whose 医保码 it is)
+    result_channel: str = ""
+    result_medical_insurance: bool | None = None  # None: either
+    result_statuses: tuple[str, ...] = ("paid", "refunded")  # reversed transactions count too
+
+
+DEFAULT_ACCEPTANCE_KINDS: tuple[AcceptanceKind, ...] = (
+    # 云闪付医保码一码付: the scanner sees a 医保码; the HIS says UnionPay settled it.
+    AcceptanceKind("unionpay_medical", scan_kind="medical_insurance", result_channel="unionpay", result_medical_insurance=True),
+    # 银联标准付款码: a UnionPay payment code the HIS reports paid or refunded.
+    AcceptanceKind("unionpay_standard", scan_kind="payment", scan_channel="unionpay", result_channel="unionpay"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceConfig:
+    ledger: str = field(default_factory=default_ledger_path)
+    result_retention_h: float = 24.0  # how long a scan id accepts a HIS `result`
+    # Bound on remembered scan ids (ids only, never codes; ~0.4 kB each): a busy window scans
+    # a few hundred codes a day.
+    result_ids_max: int = 20_000
+    kinds: tuple[AcceptanceKind, ...] = DEFAULT_ACCEPTANCE_KINDS
+    # Required kinds per role (names from `kinds`).
+    required: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {role: ("unionpay_medical", "unionpay_standard") for role in ROLES}
+    )
+    # Areas the hospital verdict requires; empty: the areas that have stations in the ledger.
+    areas: tuple[str, ...] = ()
+
+    def kind(self, name: str) -> AcceptanceKind:
+        return next(k for k in self.kinds if k.name == name)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<embedded default>"
@@ -186,6 +249,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
     # The classifier compiled from rules + classify while validating them; not part of equality.
@@ -302,13 +366,27 @@ def _site(t: _Table) -> SiteConfig:
 
 def _socket(t: _Table) -> SocketConfig:
     path = t.get("path", str, "") or default_socket_path()
+    size = len(os.fsencode(path)) + 1
+    if size > AF_UNIX_PATH_MAX:
+        raise t.err("path", f"expected a socket path of at most {AF_UNIX_PATH_MAX - 1} bytes (the AF_UNIX limit), "
+                            f"got {size - 1} bytes: {_show(path)}")
     mode_text = t.get("mode", str, "0660")
     if not re.fullmatch(r"0?[0-7]{3}", mode_text):
         raise t.err("mode", f'expected an octal mode like "0660", got {_show(mode_text)}')
+    mode = int(mode_text, 8)
+    if mode & 0o007:
+        # Anyone on the PC could then read every payment code and send commands.
+        raise t.err("mode", f'expected a mode that gives others no access (e.g. "0660"), got {_show(mode_text)}')
+    group = t.get("group", str, "")
+    if group:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise t.err("group", f"expected an existing group (getent group {group}), got {_show(group)}") from None
     sock = SocketConfig(
         path=path,
-        mode=int(mode_text, 8),
-        group=t.get("group", str, ""),
+        mode=mode,
+        group=group,
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
         max_clients=t.number("max_clients", 64, 1, 4096),
     )
@@ -448,11 +526,25 @@ def _mqtt(t: _Table, file: str) -> MqttConfig:
         mode = os.stat(cfg.password_file).st_mode
         if mode & 0o004:
             raise t.err("password_file", f"expected a file others cannot read, got mode {oct(mode & 0o777)} (chmod o-r {cfg.password_file})")
+    if cfg.password:
+        # An inline password is only as secret as the config file that holds it.
+        try:
+            config_mode = stat.S_IMODE(os.stat(file).st_mode)
+        except OSError:
+            config_mode = 0  # parsed from memory (tests, tools): no file to check
+        if config_mode & 0o004:
+            raise t.err("password", f"expected password_file, or a config file others cannot read: {file} has mode "
+                                    f"{oct(config_mode)} (chmod o-r {file}, or move the password to a 0640 password_file)")
     return cfg
 
 
 def _metrics(t: _Table) -> MetricsConfig:
-    listen = t.check("listen", t.get("listen", str, ""), r"[^:\s]+:\d{1,5}", 'host:port, e.g. "127.0.0.1:9464"')
+    expected = 'host:port, e.g. "127.0.0.1:9464" or "[::1]:9464"'
+    listen = t.check("listen", t.get("listen", str, ""), r"([^:\s\[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}", expected)
+    if listen:
+        port = int(listen.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise t.err("listen", f"expected {expected} with a port from 1 to 65535, got {_show(listen)}")
     t.finish()
     return MetricsConfig(listen=listen)
 
@@ -479,6 +571,72 @@ def _control(t: _Table) -> ControlConfig:
         max_amount_fen=t.number("max_amount_fen", 0, 0, 99_999_999),
         recover_interval_s=t.number("recover_interval_s", 2.0, 0.1, 600, integer=False),
         profiles=profiles,
+    )
+    t.finish()
+    return cfg
+
+
+_KIND_NAME = r"[a-z][a-z0-9_]{0,39}"
+
+
+def _acceptance_kind(t: _Table, name: str) -> AcceptanceKind:
+    # The vocabulary of events; model imports nothing from here.
+    from .model import Channel, Kind
+
+    kinds = tuple(k.value for k in Kind)
+    channels = tuple(c.value for c in Channel)
+    statuses = t.get("result_status", list, ["paid", "refunded"])
+    for i, status in enumerate(statuses):
+        if status not in RESULT_STATUSES:
+            raise t.err(f"result_status[{i + 1}]", f"expected one of {' | '.join(RESULT_STATUSES)}, got {_show(status)}")
+    if not statuses:
+        raise t.err("result_status", "expected at least one status (e.g. [\"paid\", \"refunded\"])")
+    medical = t.get("result_medical_insurance", bool, False) if "result_medical_insurance" in t.data else None
+    kind = AcceptanceKind(
+        name=name,
+        scan_kind=t.choice("scan_kind", kinds, "", shown=" | ".join(kinds)),
+        scan_channel=t.choice("scan_channel", channels, "", shown="a channel name such as unionpay, nhsa, wechat"),
+        result_channel=t.choice("result_channel", channels, "", shown="a channel name such as unionpay"),
+        result_medical_insurance=medical,
+        result_statuses=tuple(statuses),
+    )
+    if not kind.scan_kind:
+        raise t.err("scan_kind", f"expected the kind of scan this counts: one of {' | '.join(kinds)}")
+    t.finish()
+    return kind
+
+
+def _acceptance(t: _Table) -> AcceptanceConfig:
+    base = AcceptanceConfig()
+    kinds = {k.name: k for k in base.kinds}
+    raw_kinds = t.get("kind", dict, {})
+    for name, table in raw_kinds.items():
+        if not re.fullmatch(_KIND_NAME, name):
+            raise t.err(f"kind.{name}", "expected a kind name of lowercase letters, digits and '_' (e.g. wechat_medical)")
+        kinds[name] = _acceptance_kind(_Table(t.file, t.key(f"kind.{name}"), table), name)
+    required = dict(base.required)
+    raw_required = t.get("required", dict, {})
+    for role, names in raw_required.items():
+        key = f"required.{role}"
+        if role not in ROLES:
+            raise t.err(key, f"expected a role: one of {' | '.join(ROLES)}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise t.err(key, f"expected a list of kind names, got {_show(names)}")
+        for i, n in enumerate(names):
+            if n not in kinds:
+                raise t.err(f"{key}[{i + 1}]", f"expected a kind defined here or by default ({', '.join(sorted(kinds))}), got {_show(n)}")
+        required[role] = tuple(names)
+    areas = t.get("areas", list, [])
+    for i, area in enumerate(areas):
+        if area not in AREAS:
+            raise t.err(f"areas[{i + 1}]", f"expected one of {' | '.join(AREAS)}, got {_show(area)}")
+    cfg = AcceptanceConfig(
+        ledger=t.get("ledger", str, "") or default_ledger_path(),
+        result_retention_h=t.number("result_retention_h", 24.0, 0.01, 24 * 31, integer=False),
+        result_ids_max=t.number("result_ids_max", 20_000, 1, 1_000_000),
+        kinds=tuple(kinds.values()),
+        required=required,
+        areas=tuple(areas),
     )
     t.finish()
     return cfg
@@ -539,6 +697,7 @@ def parse_config(
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
     control = _section(root, "control", _control, None) or _control(_Table(file, "control", {}))
     _check_control(file, control, scanners)
+    acceptance = _section(root, "acceptance", _acceptance, AcceptanceConfig())
     root.used.update({"rule", "classify"})
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
@@ -557,6 +716,7 @@ def parse_config(
         metrics=metrics,
         discovery=discovery,
         control=control,
+        acceptance=acceptance,
         rules=tuple(rules),
         classify=dict(classify),
     )
@@ -604,4 +764,8 @@ def load_config(
         raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(name, "", "not valid TOML: expected arrays and inline tables nested a few levels deep, "
+                                    "got nesting deeper than the parser's limit") from None
     return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

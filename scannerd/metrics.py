@@ -25,6 +25,7 @@ HELP: dict[str, str] = {
     "scannerd_redelivered_total": "Scans an HIS closed without acknowledging, handed to the next HIS within their TTL, by sink",
     "scannerd_classify_errors_total": "Rules that raised while classifying a code (the rule then counts as not matching), by rule",
     "scannerd_undelivered_total": "Events a sink gave up on, by sink and reason (queue_full, unconfirmed, stopped, reject_expired)",
+    "scannerd_mqtt_published_total": "Rejects and device states published to MQTT (scans count in scannerd_delivered_total)",
     "scannerd_acks_total": "Scans the HIS acknowledged with the ack command",
     "scannerd_delivered_total": "Scans delivered to the HIS side (written, or acknowledged when acks are on), by sink",
     "scannerd_client_disconnects_total": "Socket clients dropped for not reading",

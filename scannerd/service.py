@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import __version__
+from .acceptance.command import RESULT_COMMAND
+from .acceptance.station import StationAcceptance
 from .census import Census
-from .command_table import CommandContext, CommandError, CommandTable
+from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
 from .control.device_controllers import ControlParamError, DeviceControllers
-from .delivery.hub import Hub, HubError
+from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .framing import TERMINATORS, FramingSpec
@@ -87,7 +89,10 @@ class Daemon:
         self.outcomes.subscribe(OutcomeMetrics(self.metrics))
         self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
                        queue_limit=config.policy.queue_limit)
-        self.commands = CommandTable(self)
+        # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
+        # is written by its own thread, never on this loop.
+        self.acceptance = StationAcceptance(config, self.hostname)
+        self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
         self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
@@ -113,6 +118,7 @@ class Daemon:
         await self._start_mqtt(self.config)
         self._sync_sinks()
         await self._start_metrics(self.config)
+        await self.acceptance.start()
         for scanner in self.config.scanners:
             if scanner.path:  # the rest (usb, by_id, match_name) are found by discovery
                 self._start_source(scanner, scanner.path)
@@ -138,6 +144,7 @@ class Daemon:
         for name in list(self.running):
             await self._stop_source(name)
         await self.controllers.close()
+        await self.acceptance.stop()  # after the sources: every scan read is counted and written
         if self.socket_server is not None:
             await self.socket_server.stop()
         for sink in list(self.sinks):
@@ -188,7 +195,8 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, outcomes=self.outcomes,
+                                  on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
@@ -219,8 +227,10 @@ class Daemon:
         self.pipeline.register_device(device)
 
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            result = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
-            self.controllers.outcome(_device.name, result)  # good / bad on a controlled scanner
+            event = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+            if isinstance(event, ScanEvent):
+                self.acceptance.on_scan(event)
+            self.controllers.outcome(_device.name, event)  # good / bad on a controlled scanner
 
         spec = framing_spec(scanner)
         request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
@@ -439,18 +449,12 @@ class Daemon:
         return {"shapes": self.census.snapshot(), "overflow": self.census.overflow}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
         try:
@@ -497,6 +501,10 @@ class Daemon:
             wire["masked"] = mask(event.code)
         return {"event": wire}
 
+    def result(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The HIS's `result` command (acceptance ledger)."""
+        return self.acceptance.result_command(args)
+
     def status(self, ctx: CommandContext | None = None) -> dict[str, Any]:
         counts = self.hub.counts()
         if ctx is not None and ctx.subscriber is not None and ctx.subscriber.role is None:
@@ -515,6 +523,7 @@ class Daemon:
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),
             "control": self.controllers.states(),
+            "acceptance": self.acceptance.status(),
         }
 
     def devices(self) -> list[dict[str, Any]]:

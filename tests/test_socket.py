@@ -322,3 +322,14 @@ async def test_a_server_on_a_new_path_serves_the_same_hub(tmp_path: Path) -> Non
             assert (await his.next_scan())["code"] == "134567890123450016"
         finally:
             await moved.stop()
+
+
+async def test_a_socket_directory_others_can_write_to_in_tmp_is_refused() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="scannerd-shared-", dir="/tmp"))
+    try:
+        os.chmod(directory, 0o777)  # as if another user had made it first for us
+        with pytest.raises(OSError, match="has mode 0777: others may replace the socket"):
+            await Rig(directory / "s.sock").server.start()
+        assert not (directory / "s.sock").exists()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

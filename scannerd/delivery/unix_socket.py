@@ -23,6 +23,7 @@ import structlog
 
 from ..config import SocketConfig
 from ..protocol import ProtocolError, decode_command, dumps, hello, reply
+from ..socket_dir import ensure_socket_directory
 from .hub import Hub, Subscriber
 
 log = structlog.get_logger("scannerd.socket")
@@ -54,8 +55,8 @@ def prepare_socket_path(path: str) -> None:
     The liveness probe is a non-blocking connect: it answers at once (refused: stale; accepted
     or backlog full: live) and never stalls the event loop during a reload.
     """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    # Made, or checked when it sits in a shared directory such as /tmp: never someone else's.
+    ensure_socket_directory(os.path.dirname(path) or ".")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
