@@ -14,6 +14,7 @@ from scannerd.control.families import SerialCounter
 from scannerd.control.params import ControlParamError, check_amount, check_voice
 from scannerd.control.profile import builtin_profiles, site_profiles
 from scannerd.control.replies import (
+    MAX_FRAME_BYTES,
     DataScan,
     Garbage,
     HoneywellDemux,
@@ -400,3 +401,29 @@ def test_ucs_and_ssi_streams_property_scans_exactly_once(items: list[tuple[str, 
         got += out.items
         assert passthrough == plain, make
         assert [i.status for i in got if isinstance(i, Reply)] == [expected(v) for k, v in items if k == "reply"]
+
+
+@pytest.mark.parametrize(("make", "expecting", "hostile"), [
+    (NewlandBoxDemux, False, b"<STX>" + b"<0001><SET>" * 6000),
+    (NewlandBoxDemux, False, b"<ST<ST<S<" * 8000),
+    (UcsDemux, False, b"\x02\x010000" + b"#SCNTRG1" * 8000),
+    (HoneywellDemux, True, b"TRGMOD3" * 10000),
+    (LegacyDemux, True, b"@@@@!999" * 10000),
+    (SsiDemux, False, b"\x04\xd0\x00\x00\x00" * 12000),
+])
+def test_hostile_streams_are_bounded_and_nothing_is_lost(make: type, expecting: bool, hostile: bytes) -> None:
+    """Bytes that keep looking like the start of a reply never pile up: at most one frame's worth
+    is held, and every byte comes back as scan bytes or inside a garbage item, none dropped
+    (status bytes aside, which are never scan data)."""
+    d = make()
+    if expecting:
+        d.expect()
+    out_bytes = 0
+    for i in range(0, len(hostile), 512):
+        out = d.feed(hostile[i : i + 512])
+        out_bytes += len(out.passthrough) + sum(len(g.data) for g in out.items if isinstance(g, Garbage))
+        assert not any(isinstance(item, (Reply, DataScan)) for item in out.items)
+    last = d.release()
+    held = len(last.passthrough) + sum(len(g.data) for g in last.items if isinstance(g, Garbage))
+    assert held <= MAX_FRAME_BYTES + 512
+    assert out_bytes + held == len(hostile)

@@ -332,9 +332,9 @@ class LegacyDemux(_EchoDemux):
     ALPHABET = frozenset(b"@^!?;0123456789")
 
     def _complete(self) -> Reply | None:
-        buf = bytes(self._buf)
-        if not buf.endswith(b"^^^^"):
+        if not self._buf.endswith(b"^^^^"):  # checked per byte: no copy until the end shows
             return None
+        buf = bytes(self._buf)
         if b"?" in buf:
             return Reply("nak")
         return Reply("ack" if b"!" in buf or buf == b"@@@@^^^^" else "error")
