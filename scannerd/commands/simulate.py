@@ -91,7 +91,7 @@ def _run_box(args: argparse.Namespace, directory: Path) -> int:
     _say(f"config:             {config}")
     if daemon is not None:
         _say(f"daemon log:         {directory / 'daemon.log'}")
-    if daemon is None:
+    else:
         _say(f"start the daemon:   scannerd run -c {config}")
         _say("arm it as the HIS's payment page does:")
         _say(f"""  python3 -c 'from scannerd.client import request; print(request("{sock}", {{"cmd": "arm", "device": "sim-kiosk-1", "amount_fen": 1250, "ttl_s": 30}}))'""")
