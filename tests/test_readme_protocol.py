@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from scannerd.acceptance.command import RESULT_COMMAND
 from scannerd.command_table import COMMANDS, MQTT, SOCKET, WEBSOCKET
 
 from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
@@ -31,10 +33,14 @@ def commands_table() -> dict[str, dict[str, object]]:
     return rows
 
 
+# What the daemon serves: the shared table plus the acceptance ledger's `result` (service.py).
+DAEMON_COMMANDS = (*COMMANDS, RESULT_COMMAND)
+
+
 def test_readme_command_table_is_the_code_s_table() -> None:
     rows = commands_table()
-    assert sorted(rows) == sorted(c.name for c in COMMANDS)
-    for c in COMMANDS:
+    assert sorted(rows) == sorted(c.name for c in DAEMON_COMMANDS)
+    for c in DAEMON_COMMANDS:
         row = rows[c.name]
         assert row["args"] == {k: a.required for k, a in c.args.items()}, c.name
         assert row["transports"] == set(c.transports), c.name
@@ -62,6 +68,12 @@ def test_readme_minimal_his_client_runs_as_written(tmp_path: Path) -> None:
     client = None
     try:
         daemon.wait_ready()
+        # The table in README is what this daemon's hello offers over the socket.
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(sock))
+            hello = json.loads(conn.makefile("r", encoding="utf-8").readline())
+        readme_socket = sorted(n for n, r in commands_table().items() if SOCKET in r["transports"])  # type: ignore[operator]
+        assert sorted(hello["commands"]) == readme_socket
         Client(sock, role=None).wait_present()
         pty.release_slave()
         code = wechat_code()
