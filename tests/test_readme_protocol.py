@@ -47,7 +47,7 @@ def test_readme_command_table_is_the_code_s_table() -> None:
 
 
 def minimal_client() -> str:
-    blocks = re.findall(r"```python\n(# minimal HIS client\n.*?)```", README, re.S)
+    blocks: list[str] = re.findall(r"```python\n(# minimal HIS client\n.*?)```", README, re.S)
     assert len(blocks) == 1, "README has one minimal HIS client"
     return blocks[0]
 
@@ -84,7 +84,7 @@ def test_readme_minimal_his_client_runs_as_written(tmp_path: Path) -> None:
 
         def acked() -> bool:
             series = Client(sock, role=None).command({"cmd": "metrics"})["metrics"].get("scannerd_acks_total", [])
-            return sum(s["value"] for s in series) == 1
+            return bool(sum(s["value"] for s in series) == 1)
 
         wait_for(acked, 10)
     finally:
