@@ -32,6 +32,7 @@ from .framing import TERMINATORS, FramingSpec
 from .hints import NoScannerHint
 from .latency_window import LatencyWindow
 from .loop_errors import LoopErrorHandler
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
@@ -115,6 +116,8 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: dict[str, int] = {}  # devnode → restarts of a discovered source, for backoff
         self._switch_timers: dict[str, asyncio.TimerHandle] = {}  # device → switch off at the arm's TTL
+        # A stall of the one loop (reload, a slow disk, a hostile input) shows in metrics.
+        self.loop_lag = LoopLagMonitor(self._record_loop_lag, interval_s=1.0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class Daemon:
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
         self._hint_if_no_scanner()
+        self.loop_lag.start()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -145,6 +149,7 @@ class Daemon:
         self.notifier.stopping()
         watchdog.cancel()
         status.cancel()
+        self.loop_lag.stop()
         await self._shutdown()
         return 0
 
@@ -190,6 +195,10 @@ class Daemon:
         hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
         if hint is not None:
             log.warning("no_scanner", hint=hint)
+
+    def _record_loop_lag(self, lag_s: float) -> None:
+        self.metrics.observe("scannerd_loop_lag_seconds", lag_s)
+        self.metrics.set("scannerd_loop_lag_last_seconds", lag_s)
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
