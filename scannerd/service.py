@@ -39,6 +39,7 @@ from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mas
 from .pipeline import Pipeline
 from .protocol import encode_event, wall_clock_iso
 from .sdnotify import Notifier, watchdog_loop
+from .sinks.mqtt_topics import default_prefix
 from .sinks.base import Sink
 from .sources import registry
 from .sources.base import Source, SourceRequest
@@ -102,7 +103,10 @@ class Daemon:
                        queue_limit=config.policy.queue_limit)
         # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
         # is written by its own thread, never on this loop.
-        self.acceptance = StationAcceptance(config, self.hostname)
+        # With [mqtt], each station's counts are kept retained on the broker for the fleet report.
+        mqtt_prefix = (config.mqtt.topic_prefix or default_prefix(self.hostname)) if config.mqtt is not None else ""
+        self.acceptance = StationAcceptance(config, self.hostname, publish_retained=self._publish_retained,
+                                            topic_prefix=mqtt_prefix)
         self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
         self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
         self.sinks: list[Sink] = [self.hub]
@@ -195,6 +199,10 @@ class Daemon:
         hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
         if hint is not None:
             log.warning("no_scanner", hint=hint)
+
+    async def _publish_retained(self, topic: str, payload: bytes) -> None:
+        if self.mqtt_sink is not None:
+            self.mqtt_sink.retain(topic, payload)
 
     def _record_loop_lag(self, lag_s: float) -> None:
         self.metrics.observe("scannerd_loop_lag_seconds", lag_s)
@@ -416,6 +424,8 @@ class Daemon:
                     # Scans queued for a broker that refused us (the reason for this reload,
                     # often) are still worth sending while within their TTL.
                     self.mqtt_sink.adopt_pending(waiting)
+                    for topic, payload in old_mqtt.retained_items():  # the station's counts too
+                        self.mqtt_sink.retain(topic, payload)
         self._sync_sinks()
         if new.metrics != old.metrics:
             if self.metrics_server is not None:
