@@ -152,6 +152,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """The protocol over a WebSocket for browser HIS, the diagnostic page and /metrics."""
+
+    listen: str = "127.0.0.1:8765"
+    allow_remote: bool = False
+    # Exact origins ("https://his.example-hospital.cn"); the listener's own page is always allowed.
+    allowed_origins: tuple[str, ...] = ()
+    allow_no_origin: bool = False  # non-browser clients (they send no Origin header)
+    token: str = field(default="", repr=False)  # from token or token_file, never empty
+    token_file: str = ""
+    allow_inject: bool = False
+    max_clients: int = 32
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     auto: bool = True
     extra_vendor_ids: tuple[str, ...] = ()
@@ -166,6 +189,7 @@ class Config:
     scanners: tuple[ScannerConfig, ...] = ()
     mqtt: MqttConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    websocket: WebSocketConfig | None = None  # None: no [websocket] section, no TCP listener
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
@@ -420,6 +444,77 @@ def _metrics(t: _Table) -> MetricsConfig:
     return MetricsConfig(listen=listen)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+TOKEN_MIN_LENGTH = 16
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or bool(re.fullmatch(r"127(\.\d{1,3}){3}", host))
+
+
+def _websocket(t: _Table) -> WebSocketConfig:
+    listen = t.check("listen", t.get("listen", str, "127.0.0.1:8765"), r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}",
+                     'host:port, e.g. "127.0.0.1:8765" (IPv6 in brackets: "[::1]:8765")')
+    port = int(listen.rpartition(":")[2])
+    if not 1 <= port <= 65535:
+        raise t.err("listen", f"expected a port from 1 to 65535, got {port}")
+    allow_remote = t.get("allow_remote", bool, False)
+    host = listen.rpartition(":")[0].strip("[]")
+    if not allow_remote and not is_loopback(host):
+        raise t.err("listen", f"expected a loopback address (127.0.0.1, ::1 or localhost), got {_show(listen)}: "
+                    "any host on the network could connect; set allow_remote = true only behind a firewall you control")
+    origins = t.get("allowed_origins", list, [])
+    for i, origin in enumerate(origins):
+        key = f"allowed_origins[{i + 1}]"
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            shown = _show(origin) if isinstance(origin, str) else "a " + type(origin).__name__
+            hint = " (no wildcards: list each HIS origin)" if isinstance(origin, str) and "*" in origin else ""
+            raise t.err(key, f'expected an origin like "https://his.example-hospital.cn" (scheme://host[:port], '
+                        f"lowercase, no path){hint}, got {shown}")
+    token = t.get("token", str, "")
+    token_file = t.get("token_file", str, "")
+    if token and token_file:
+        raise t.err("token_file", "expected either token or token_file, not both")
+    if token_file:
+        token = _read_token_file(t, token_file)
+    if not token:
+        raise t.err("token", "expected token or token_file: any local process can reach a TCP port, "
+                    "the token is what keeps other users and pages out")
+    if len(token) < TOKEN_MIN_LENGTH or not token.isprintable() or token != token.strip():
+        raise t.err("token_file" if token_file else "token",
+                    f"expected at least {TOKEN_MIN_LENGTH} printable characters without surrounding spaces "
+                    f"(e.g. the output of `openssl rand -hex 24`), got {len(token)} characters")
+    cfg = WebSocketConfig(
+        listen=listen,
+        allow_remote=allow_remote,
+        allowed_origins=tuple(origins),
+        allow_no_origin=t.get("allow_no_origin", bool, False),
+        token=token,
+        token_file=token_file,
+        allow_inject=t.get("allow_inject", bool, False),
+        max_clients=t.number("max_clients", 32, 1, 1024),
+    )
+    t.finish()
+    return cfg
+
+
+def _read_token_file(t: _Table, path: str) -> str:
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read(4096)
+    except FileNotFoundError:
+        raise t.err("token_file", f"expected an existing file, got {_show(path)} (not found)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise t.err("token_file", f"cannot read {_show(path)}: {e}") from None
+    mode = st.st_mode & 0o777
+    if mode & ~0o640:
+        raise t.err("token_file", f"expected mode 0600 or 0640 (owner read-write, group read at most), "
+                    f"got {oct(mode)} (chmod 0640 {path})")
+    return text.strip()
+
+
 def _discovery(t: _Table) -> DiscoveryConfig:
     extra = t.get("extra_vendor_ids", list, [])
     for i, v in enumerate(extra):
@@ -454,6 +549,7 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         seen[s.name] = i
     mqtt = _section(root, "mqtt", lambda t: _mqtt(t, file), None)
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
+    websocket = _section(root, "websocket", _websocket, None)
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
     root.used.update({"rule", "classify"})
     rules = data.get("rule", [])
@@ -471,6 +567,7 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         scanners=scanners,
         mqtt=mqtt,
         metrics=metrics,
+        websocket=websocket,
         discovery=discovery,
         rules=tuple(rules),
         classify=dict(classify),
