@@ -98,8 +98,10 @@ def host_allowed(request: Request, bind_host: str, port: int) -> bool:
     """On a loopback bind, only loopback Host names for our port (see the module doc)."""
     if not is_loopback(bind_host):
         return True
-    host = request.headers.get("Host", "")
-    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", host)
+    hosts = request.headers.get_all("Host")
+    if len(hosts) != 1:
+        return False
+    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", hosts[0])
     if m is None:
         return False
     name, given_port = m.group(1).strip("[]").lower(), m.group(2)

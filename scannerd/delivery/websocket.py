@@ -202,7 +202,10 @@ class WebSocketServer:
             return static_page(path) or response(http.HTTPStatus.NOT_FOUND, "not found: try / or /metrics\n")
         if path != PATH:
             return self._refused(request, http.HTTPStatus.NOT_FOUND, f"the WebSocket is at {PATH}")
-        origin = request.headers.get("Origin")
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1:
+            return self._refused(request, http.HTTPStatus.FORBIDDEN, "more than one Origin header")
+        origin = origins[0] if origins else None
         if origin is None and not self.config.allow_no_origin:
             return self._refused(request, http.HTTPStatus.FORBIDDEN,
                                  "no Origin header (allow_no_origin = true admits non-browser clients)")
@@ -215,14 +218,14 @@ class WebSocketServer:
 
     @staticmethod
     def _refused(request: Request, status: http.HTTPStatus, why: str) -> Response:
-        log.warning("websocket_refused", status=status.value, why=why, origin=request.headers.get("Origin", "")[:100])
+        log.warning("websocket_refused", status=status.value, why=why, origin=",".join(request.headers.get_all("Origin"))[:100])
         return response(status, why + "\n")
 
     # --- a connection ---------------------------------------------------------------------------
 
     async def _serve(self, connection: ServerConnection) -> None:
-        origin = connection.request.headers.get("Origin", "none") if connection.request else "none"
-        peer = _WebSocketPeer(connection, f"websocket {connection.remote_address!r} origin={origin[:100]}")
+        origin = ",".join(connection.request.headers.get_all("Origin")) if connection.request else ""
+        peer = _WebSocketPeer(connection, f"websocket {connection.remote_address!r} origin={origin[:100] or 'none'}")
         self.connections[connection] = None
         try:
             peer.write(dumps({**hello(self.hostname, self.commands()), "auth": "required"}))
