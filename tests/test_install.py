@@ -189,7 +189,7 @@ def test_example_is_all_comments() -> None:
 
 def test_example_tables_in_technician_order() -> None:
     data = tomllib.loads(uncommented(EXAMPLE.read_text()))
-    order = ["site", "scanner", "discovery", "policy", "rule", "classify", "socket", "mqtt", "metrics"]
+    order = ["site", "scanner", "discovery", "policy", "rule", "classify", "socket", "mqtt", "metrics", "websocket"]
     assert list(data) == order
 
 
