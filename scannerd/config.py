@@ -515,6 +515,11 @@ def _read_token_file(t: _Table, path: str) -> str:
     return text.strip()
 
 
+def _same_address(a: str, b: str) -> bool:
+    (host_a, _, port_a), (host_b, _, port_b) = a.rpartition(":"), b.rpartition(":")
+    return port_a == port_b and (host_a == host_b or "0.0.0.0" in (host_a, host_b) or "[::]" in (host_a, host_b))
+
+
 def _discovery(t: _Table) -> DiscoveryConfig:
     extra = t.get("extra_vendor_ids", list, [])
     for i, v in enumerate(extra):
@@ -551,6 +556,9 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
     websocket = _section(root, "websocket", _websocket, None)
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
+    if websocket is not None and metrics.listen and _same_address(metrics.listen, websocket.listen):
+        raise ConfigError(file, "metrics.listen", f"expected another address than [websocket] listen ({websocket.listen}), "
+                          "which serves /metrics already: remove [metrics] listen")
     root.used.update({"rule", "classify"})
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):

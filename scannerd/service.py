@@ -20,7 +20,7 @@ from . import __version__
 from .census import Census
 from .command_table import CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
-from .delivery.http import HttpListener, metrics_only
+from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub, HubError
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
@@ -193,7 +193,7 @@ class Daemon:
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
-        """`[metrics] listen`: /metrics only. A busy port is retried, never fatal (http.py)."""
+        """`[metrics] listen`: /metrics only. A busy port is retried, never fatal (http_listener.py)."""
         self.metrics_server = None
         if config.metrics.listen:
             host, _, port = config.metrics.listen.rpartition(":")

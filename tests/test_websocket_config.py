@@ -78,3 +78,12 @@ def test_only_opt_in_commands_can_be_opened_to_a_transport() -> None:
         table.grant("mqtt", {"inject"})
     with pytest.raises(ValueError, match="cannot be opened"):
         table.grant("websocket", {"no-such-command"})
+
+
+def test_metrics_listen_on_the_websocket_address_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[metrics]\nlisten = "127.0.0.1:8765"\n[websocket]\ntoken = "{TOKEN}"\n')
+    with pytest.raises(ConfigError, match=r"metrics.listen: expected another address than \[websocket\] listen"):
+        load_config(path)
+    path.write_text(f'[metrics]\nlisten = "127.0.0.1:9464"\n[websocket]\ntoken = "{TOKEN}"\n')
+    assert load_config(path).metrics.listen == "127.0.0.1:9464"

@@ -39,7 +39,7 @@ from websockets.http11 import Request, Response
 from ..command_table import WEBSOCKET, CommandContext
 from ..config import WebSocketConfig, is_loopback
 from ..protocol import ProtocolError, decode_command, dumps, hello, reply
-from .http import HttpListener, host_allowed, metrics_response, response, static_page
+from .http_listener import HttpListener, host_allowed, metrics_response, response, static_page
 from .hub import Hub, Subscriber
 
 log = structlog.get_logger("scannerd.websocket")
