@@ -18,7 +18,8 @@ class ClientError(RuntimeError):
 def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
     if socket_path:
         return socket_path
-    path = load_config(config_path).socket.path
+    # Rules uncompiled: a technician needs `status` most when a site rule is broken.
+    path = load_config(config_path, compile_rules=False).socket.path
     # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):

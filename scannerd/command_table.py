@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from .protocol import reply
+from .protocol import Refused, reply
 
 if TYPE_CHECKING:
     from .delivery.hub import Subscriber
@@ -37,7 +37,7 @@ DEVICE_NAME_MAX = 64
 MAX_DEVICES = 256
 
 
-class CommandError(ValueError):
+class CommandError(Refused):
     """A command that cannot be carried out; the message becomes the reply's `error`."""
 
 
@@ -265,6 +265,11 @@ class CommandTable:
     def allowed(self, transport: str) -> list[str]:
         return sorted(n for n, c in self.commands.items() if self.permits(transport, c))
 
+    async def handle(self, transport: str, obj: dict[str, Any], subscriber: Subscriber | None = None,
+                     peer_uid: int | None = None) -> dict[str, Any]:
+        """What a transport calls for each decoded line: it says who sent it, the table decides."""
+        return await self.dispatch(CommandContext(transport, subscriber, peer_uid), obj)
+
     async def dispatch(self, ctx: CommandContext, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and run one decoded command; always returns a reply, never raises."""
         name = obj.get("cmd")
@@ -285,7 +290,7 @@ class CommandTable:
         try:
             args = self._arguments(command, obj)
             result = await command.handler(self.services, ctx, args)
-        except CommandError as e:
+        except Refused as e:  # the table's own checks, the hub's and the daemon's refusals
             return reply(name, False, error=str(e), **echo)
         except Exception as e:  # a bug in one command must not take the connection down
             log.exception("command_failed", cmd=name)

@@ -7,8 +7,10 @@ file fails fast with one message naming the file, the key path and what was expe
 
 from __future__ import annotations
 
+import grp
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,9 @@ class ConfigError(ValueError):
 
 
 SYSTEM_SOCKET_PATH = "/run/scannerd/scannerd.sock"
+
+# sockaddr_un.sun_path is 108 bytes on Linux, NUL included.
+AF_UNIX_PATH_MAX = 108
 
 
 def default_socket_path() -> str:
@@ -200,7 +205,8 @@ class Config:
         return scanner.area or self.site.area
 
     def classifier(self) -> Any:
-        """The classifier for this config (built once, when the config was read)."""
+        """The classifier for this config: built when the config was read, or on first use when
+        it was read with `compile_rules=False` (then a bad rule raises ConfigError here)."""
         if self.compiled is None:
             object.__setattr__(self, "compiled", _build_classifier(self))
         return self.compiled
@@ -306,13 +312,27 @@ def _site(t: _Table) -> SiteConfig:
 
 def _socket(t: _Table) -> SocketConfig:
     path = t.get("path", str, "") or default_socket_path()
+    size = len(os.fsencode(path)) + 1
+    if size > AF_UNIX_PATH_MAX:
+        raise t.err("path", f"expected a socket path of at most {AF_UNIX_PATH_MAX - 1} bytes (the AF_UNIX limit), "
+                            f"got {size - 1} bytes: {_show(path)}")
     mode_text = t.get("mode", str, "0660")
     if not re.fullmatch(r"0?[0-7]{3}", mode_text):
         raise t.err("mode", f'expected an octal mode like "0660", got {_show(mode_text)}')
+    mode = int(mode_text, 8)
+    if mode & 0o007:
+        # Anyone on the PC could then read every payment code and send commands.
+        raise t.err("mode", f'expected a mode that gives others no access (e.g. "0660"), got {_show(mode_text)}')
+    group = t.get("group", str, "")
+    if group:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise t.err("group", f"expected an existing group (getent group {group}), got {_show(group)}") from None
     sock = SocketConfig(
         path=path,
-        mode=int(mode_text, 8),
-        group=t.get("group", str, ""),
+        mode=mode,
+        group=group,
         client_buffer_bytes=t.number("client_buffer_bytes", 1 << 20, 4096, 1 << 28),
         max_clients=t.number("max_clients", 64, 1, 4096),
     )
@@ -393,10 +413,21 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
-        settings=registry.get(transport).parse_settings(t),
+        settings=_transport_settings(t, registry.get(transport)),
     )
     t.finish()
     return scanner
+
+
+def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, Any]:
+    """The keys only this scanner's transport understands, as its registry entry declares them."""
+    out: dict[str, Any] = {}
+    for setting in transport.settings:
+        if setting.choices:
+            out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
+        else:
+            out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+    return out
 
 
 def _mqtt(t: _Table, file: str) -> MqttConfig:
@@ -435,11 +466,25 @@ def _mqtt(t: _Table, file: str) -> MqttConfig:
         mode = os.stat(cfg.password_file).st_mode
         if mode & 0o004:
             raise t.err("password_file", f"expected a file others cannot read, got mode {oct(mode & 0o777)} (chmod o-r {cfg.password_file})")
+    if cfg.password:
+        # An inline password is only as secret as the config file that holds it.
+        try:
+            config_mode = stat.S_IMODE(os.stat(file).st_mode)
+        except OSError:
+            config_mode = 0  # parsed from memory (tests, tools): no file to check
+        if config_mode & 0o004:
+            raise t.err("password", f"expected password_file, or a config file others cannot read: {file} has mode "
+                                    f"{oct(config_mode)} (chmod o-r {file}, or move the password to a 0640 password_file)")
     return cfg
 
 
 def _metrics(t: _Table) -> MetricsConfig:
-    listen = t.check("listen", t.get("listen", str, ""), r"[^:\s]+:\d{1,5}", 'host:port, e.g. "127.0.0.1:9464"')
+    expected = 'host:port, e.g. "127.0.0.1:9464" or "[::1]:9464"'
+    listen = t.check("listen", t.get("listen", str, ""), r"([^:\s\[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}", expected)
+    if listen:
+        port = int(listen.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise t.err("listen", f"expected {expected} with a port from 1 to 65535, got {_show(listen)}")
     t.finish()
     return MetricsConfig(listen=listen)
 
@@ -537,7 +582,11 @@ def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) 
     return parse(_Table(root.file, name, root.data[name]))
 
 
-def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
+def parse_config(
+    data: dict[str, Any], file: str = "config.toml", *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """`compile_rules=False`: leave [[rule]] and [classify] unchecked until `classifier()` (for
+    tools that only need the socket path); `search_overlaps`: check-config's strict rule check."""
     root = _Table(file, "", data)
     site = _section(root, "site", _site, SiteConfig())
     socket = _section(root, "socket", _socket, SocketConfig())
@@ -580,26 +629,36 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         rules=tuple(rules),
         classify=dict(classify),
     )
-    config.classifier()  # site rules are checked by the classifier that will run them
+    if compile_rules:
+        # Site rules are checked by the classifier that will run them.
+        object.__setattr__(config, "compiled", _build_classifier(config, search_overlaps=search_overlaps))
     return config
 
 
-def _build_classifier(config: Config) -> Any:
-    from .classify import Classifier, RuleError  # here: classify imports model, not config
+def _build_classifier(config: Config, *, search_overlaps: bool = False) -> Any:
+    # Imported here: classify imports model, not config.
+    from .classify import Classifier, RuleError
 
     try:
-        return Classifier.build(config.rules, config.classify)
+        return Classifier.build(config.rules, config.classify, search_overlaps=search_overlaps)
     except RuleError as e:
         raise ConfigError(config.source, e.key, e.message) from None
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present)."""
+def load_config(
+    path: str | os.PathLike[str] | None, *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present).
+
+    `compile_rules=False` reads everything but the rules (compiled on first `classifier()`):
+    `status` and the other socket tools must work when a site rule is broken. `search_overlaps`
+    adds the slow same-priority overlap search: `check-config` only, never the daemon.
+    """
     if path is None:
         if DEFAULT_CONFIG_PATH.exists():
             path = DEFAULT_CONFIG_PATH
         else:
-            return Config()
+            return Config()  # default rules only: compiled on first classifier(), checked by the tests
     p = Path(path)
     name = str(p)
     try:
@@ -614,4 +673,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(name, "", f"expected UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
-    return parse_config(data, name)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(name, "", "not valid TOML: expected arrays and inline tables nested a few levels deep, "
+                                    "got nesting deeper than the parser's limit") from None
+    return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

@@ -73,7 +73,7 @@ class Frame:
     """
 
     device: str
-    text: str
+    text: str = field(repr=False)  # the code itself: never in a repr, a log line or a traceback
     symbology: str | None
     first_ns: int
     last_ns: int
@@ -95,7 +95,7 @@ class Rejected:
 
     device: str
     reason: str
-    text: str  # what was read, for masking only; never logged or sent in full
+    text: str = field(repr=False)  # what was read, for masking only; never logged or sent in full
     completed_ns: int
 
 
@@ -125,7 +125,7 @@ class ScanEvent:
     id: str
     ts: str  # wall clock, ISO 8601 with offset
     device: DeviceInfo
-    code: str
+    code: str = field(repr=False)  # a bearer token: never in a repr, a log line or a traceback
     symbology: str | None
     classification: Classification
     scan_ms: float

@@ -19,6 +19,11 @@ PROTOCOL_VERSION = 2
 # quadratic time and is never a valid argument).
 MAX_INT_DIGITS = 20
 
+class Refused(ValueError):
+    """A well-formed command that cannot be carried out; the message becomes the reply's `error`.
+    Raised by the command table and the rooms it calls (the hub, the daemon)."""
+
+
 class ProtocolError(ValueError):
     """A client line that is not a valid command; answered with ok=false and this message."""
 

@@ -30,10 +30,6 @@ __all__ = ["Notifier", "watchdog_loop"]
 
 log = logging.getLogger(__name__)
 
-# systemd reads the socket promptly; this only bounds the rare case where its receive queue is
-# full, so the event loop is never stalled for longer than this by a status message.
-_SEND_TIMEOUT_S = 0.5
-
 
 def _clean(line: str) -> str:
     # A newline inside a value (e.g. a device name in STATUS=) would smuggle in a second
@@ -93,8 +89,9 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.settimeout(_SEND_TIMEOUT_S)
-            self._sock.sendto(payload, self._address)
+            # Called on the event loop: when systemd's receive queue is full the message is
+            # dropped (EAGAIN) rather than stalling every scanner while it waits for room.
+            self._sock.sendto(payload, socket.MSG_DONTWAIT, self._address)
         except OSError as exc:
             if not self._failing:
                 log.warning("sd_notify to %r failed (%s); dropping messages until it works again",

@@ -21,11 +21,12 @@ from .census import Census
 from .command_table import CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
 from .delivery.http_listener import HttpListener, metrics_only
-from .delivery.hub import Hub, HubError
+from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .delivery.websocket import WebSocketServer
 from .framing import TERMINATORS, FramingSpec
+from .loop_errors import LoopErrorHandler
 from .metrics import Metrics
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
@@ -33,7 +34,7 @@ from .protocol import encode_event
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sources import registry
-from .sources.base import Source
+from .sources.base import Source, SourceRequest
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -104,6 +105,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        LoopErrorHandler().install(loop)  # one line per kind of loop error, not one per retry
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
@@ -177,7 +179,7 @@ class Daemon:
     # --- sinks ----------------------------------------------------------------------------
 
     def _make_socket_server(self, config: Config) -> UnixSocketServer:
-        return UnixSocketServer(config.socket, self.hub, self.commands.dispatch, hostname=self.hostname,
+        return UnixSocketServer(config.socket, self.hub, self.commands.handle, hostname=self.hostname,
                                 commands=self.commands.allowed("socket"))
 
     async def _mqtt_command(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +191,8 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, outcomes=self.outcomes,
+                                  on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
@@ -209,7 +212,7 @@ class Daemon:
         self.websocket_server = None
         if config.websocket is not None:
             self.websocket_server = WebSocketServer(
-                config.websocket, self.hub, self.commands.dispatch, hostname=self.hostname,
+                config.websocket, self.hub, self.commands.handle, hostname=self.hostname,
                 commands=lambda: self.commands.allowed("websocket"), metrics_text=self.metrics.render)
             await self.websocket_server.start()
 
@@ -249,9 +252,10 @@ class Daemon:
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
             self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
 
-        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
-                                         reopen=self._polls_its_path(scanner))
-        source = registry.get(scanner.transport).make_source(request)
+        request = SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
+                                reopen=self._polls_its_path(scanner))
+        source_class: type[Source] = registry.get(scanner.transport).source_class()
+        source = source_class.from_request(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
@@ -459,18 +463,12 @@ class Daemon:
         return {"shapes": self.census.snapshot(), "overflow": self.census.overflow}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
         self.pipeline.arm(device, ttl_s)

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scannerd.command_table import CommandContext, CommandError, CommandTable
+from scannerd.command_table import CommandContext, CommandTable
 from scannerd.config import SocketConfig
-from scannerd.delivery.hub import Hub, HubError
+from scannerd.delivery.hub import Hub
 from scannerd.delivery.outcomes import DeliveryOutcome, OutcomeMetrics, Outcomes
 from scannerd.delivery.unix_socket import UnixSocketServer
 from scannerd.metrics import Metrics
@@ -69,18 +69,12 @@ class Services:
         return {"event": {"device": device}}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
 
 class Rig:
@@ -96,7 +90,7 @@ class Rig:
         self.services = Services(self.hub)
         self.table = CommandTable(self.services)
         self.config = SocketConfig(path=str(path), client_buffer_bytes=client_buffer_bytes)
-        self.server = UnixSocketServer(self.config, self.hub, self.table.dispatch, hostname="h",
+        self.server = UnixSocketServer(self.config, self.hub, self.table.handle, hostname="h",
                                        commands=self.table.allowed("socket"))
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import subprocess
 import sys
@@ -30,10 +31,11 @@ def test_idle_gap_default_depends_on_transport() -> None:
 
 
 def test_full_example_parses() -> None:
+    his = grp.getgrgid(os.getgid()).gr_name  # the socket group must exist (a group "his" here)
     config = parse_config(
         {
             "site": {"hospital": "H37020201175", "hospital_name": "青岛市市立医院", "area": "inpatient"},
-            "socket": {"path": "/run/x.sock", "mode": "0640", "group": "his"},
+            "socket": {"path": "/run/x.sock", "mode": "0640", "group": his},
             "policy": {"payment_ttl_s": 45, "duplicate_window_ms": 800},
             "scanner": [
                 {"name": "window-1", "path": "/dev/ttyACM0", "baudrate": 115200, "terminator": "CRLF", "prefix": "<", "area": "emergency"},

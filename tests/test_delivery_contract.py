@@ -171,3 +171,16 @@ def test_inject_to_an_invented_device_is_refused(rig: tuple[Daemon, PtyScanner, 
     _daemon, _pty, sock = rig
     answer = Client(sock, role=None).command({"cmd": "inject", "device": "invented", "code": wechat_code()})
     assert answer["ok"] is False and "unknown device 'invented'; known: window-1" in answer["error"]
+
+
+def test_sigterm_with_clients_connected_logs_only_json_lines(rig: tuple[Daemon, PtyScanner, Path]) -> None:
+    daemon, pty, sock = rig
+    clients = [Client(sock, role=role) for role in ("his", "monitor", None, "monitor", None)]
+    for _ in range(20):
+        scan(pty, wechat_code())
+    clients[0].next_of("scan")
+    daemon.signal(15)
+    assert daemon.proc.wait(15) == 0
+    for line in daemon.log().splitlines():
+        json.loads(line)  # every line one JSON object: no CancelledError tracebacks per client
+    assert "Traceback" not in daemon.log()

@@ -357,6 +357,101 @@ async def test_lost_udev_events_are_recovered_by_resync() -> None:
     present.append(input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61", device_links=[HONEYWELL_BY_ID]))
     monitor.pending.append("overflow")  # type: ignore[arg-type]
     monitor.w.send(b"x")
-    await asyncio.sleep(0.02)
+    await until_true(lambda: bool(added))  # the enumeration runs in a worker thread
     assert [f.devnode for f in added] == ["/dev/input/event5"]
     disc.stop()
+
+
+async def until_true(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.005)
+
+
+class SlowContext(FakeContext):
+    """Enumeration that takes as long as the test says (a /sys walk during an event storm)."""
+
+    def __init__(self, devices: list[FakeUdevDevice], ticks: list[int]) -> None:
+        super().__init__(devices)
+        self.ticks = ticks
+        self.ticks_seen_while_enumerating = 0
+        self.slow = False
+        self.entered = False
+
+    def list_devices(self, subsystem: str) -> list[FakeUdevDevice]:
+        if self.slow and subsystem == "input":
+            self.entered = True
+            start = len(self.ticks)
+            deadline = time.monotonic() + 5
+            while len(self.ticks) < start + 3 and time.monotonic() < deadline:
+                time.sleep(0.005)  # a loop blocked in this call cannot tick
+            self.ticks_seen_while_enumerating = len(self.ticks) - start
+        return super().list_devices(subsystem)
+
+
+async def test_resync_enumerates_off_the_loop() -> None:
+    ticks: list[int] = []
+    present: list[FakeUdevDevice] = []
+    added: list[FoundDevice] = []
+
+    class OverflowingMonitor(FakeMonitor):
+        def poll(self, timeout: float | None = None) -> FakeUdevDevice | None:
+            if self.pending and self.pending[0] == "overflow":  # type: ignore[comparison-overlap]
+                self.pending.pop(0)
+                self.r.recv(1)
+                raise OSError(105, "No buffer space available")
+            return super().poll(timeout)
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0.005)
+
+    context = SlowContext(present, ticks)
+    monitor = OverflowingMonitor()
+    disc = Discovery(AUTO, added.append, lambda _: None, context=context, monitor=monitor)
+    await disc.start()
+    tick = asyncio.create_task(ticker())
+    try:
+        context.slow = True
+        present.append(input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61", device_links=[HONEYWELL_BY_ID]))
+        monitor.pending.append("overflow")  # type: ignore[arg-type]
+        monitor.w.send(b"x")
+        await until_true(lambda: bool(added))
+        assert context.ticks_seen_while_enumerating >= 3, "the loop stood still while /sys was enumerated"
+        assert [f.devnode for f in added] == ["/dev/input/event5"]
+    finally:
+        tick.cancel()
+        disc.stop()
+
+
+
+async def test_a_device_unplugged_during_the_resync_is_not_started() -> None:
+    ticks: list[int] = []
+    scanner = input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61", device_links=[HONEYWELL_BY_ID])
+    context = SlowContext([scanner], ticks)
+    added: list[FoundDevice] = []
+    monitor = FakeMonitor()
+    disc = Discovery(AUTO, added.append, lambda _: None, context=context, monitor=monitor)
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0.005)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        await disc.start()
+        added.clear()
+        disc.active.clear()
+        context.slow = True
+        disc.resync()
+        await until_true(lambda: context.entered)
+        gone = input_node("event5", "Honeywell Imaging & Mobility 1900", "0c2e", "0b61")
+        monitor.emit("remove", gone)  # handled on the loop while the thread still enumerates
+        await until_true(lambda: disc._resync_task is not None and disc._resync_task.done())
+        assert added == []  # the stale enumeration result is not started
+    finally:
+        tick.cancel()
+        disc.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -295,3 +296,37 @@ def test_scannerd_run_ready_watchdog_stopping(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_full_receive_queue_never_blocks_the_caller(notify_sock: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture) -> None:
+    """systemd not reading: its queue fills. A status line must be dropped at once, not after a
+    send timeout per call (the old 0.5 s timeout made 8 calls stall the loop for 4 s)."""
+    receiver, address = notify_sock
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    sent = 0
+    with pytest.raises(BlockingIOError):
+        while True:  # the kernel caps the queue (net.unix.max_dgram_qlen and the buffer)
+            filler.sendto(b"X" * 1024, address)
+            sent += 1
+    filler.close()
+    assert sent > 0
+    n = Notifier(env={"NOTIFY_SOCKET": address})
+    with caplog.at_level(logging.WARNING, logger="scannerd.sdnotify"):
+        start = time.monotonic()
+        for _ in range(8):
+            n.status("busy")
+        elapsed = time.monotonic() - start
+    # A blocking send would take >= 8 × 0.5 s; non-blocking takes microseconds. The bound is
+    # loose on purpose (a loaded machine), and still far below what a blocking send costs.
+    assert elapsed < 2.0, elapsed
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+    # Once systemd reads again, messages flow again.
+    receiver.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            receiver.recv(4096)
+    receiver.settimeout(5)
+    n.ready()
+    assert recv_lines(receiver) == ["READY=1"]
+    n.close()

@@ -276,3 +276,17 @@ async def test_terminator_auto_on_a_pty_frames_whichever_suffix_the_scanner_send
     assert [(type(f).__name__, f.text, getattr(f, "ended_by", None)) for f in frames] == [
         ("Frame", c, "terminator") for c in codes]
     await h.stop()
+
+
+def test_a_scan_read_in_one_piece_gets_its_wire_time_as_scan_ms() -> None:
+    from scannerd.config import ScannerConfig
+    from scannerd.model import Frame
+    from scannerd.sources.serial import with_wire_time
+
+    got: list[object] = []
+    emit = with_wire_time(got.append, ScannerConfig(name="s", path="/dev/x", baudrate=9600))
+    emit(Frame("s", "134567890123456789", None, 5_000_000_000, 5_000_000_000, 5_000_000_000))
+    frame = got[0]
+    assert isinstance(frame, Frame)
+    # 17 character times of 10 bits at 9600 baud: 17.7 ms.
+    assert round(frame.scan_ms, 1) == 17.7

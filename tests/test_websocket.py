@@ -237,7 +237,8 @@ def test_a_busy_port_leaves_the_scanners_working_and_is_retried_at_boot_and_on_r
         squatter.close()
         wait_listening(sock, "websocket", 30)
         WsClient(new_port).close()
-        assert "endpoint_unavailable" in daemon.log()
+        events = [e["event"] for e in daemon.log_events()]
+        assert events.count("websocket_unavailable") == 2 and events.count("metrics_unavailable") == 1  # one line per change
     finally:
         for s in squatters:
             s.close()

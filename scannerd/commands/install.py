@@ -13,6 +13,7 @@ them beside the package; a pip-installed wheel carries them as data files under
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import shutil
 import site
@@ -24,6 +25,8 @@ from pathlib import Path
 
 DEFAULT_EXEC = "/usr/local/bin/scannerd"
 CONFIG_DEST = "etc/scannerd/config.toml"
+# The daemon's group (systemd/scannerd.sysusers): it reads config.toml, others do not.
+CONFIG_GROUP = "scannerd"
 # Where ProtectHome=/PrivateTmp= hide files from the service: an ExecStart= there cannot run.
 _HIDDEN_FROM_SERVICE = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
 
@@ -34,6 +37,7 @@ class Asset:
     dest: str  # relative to PREFIX
     mode: int
     overwrite: bool = True  # False: an existing file is the admin's and is kept
+    group: str = ""  # set the file's group to this one when it exists
 
 
 ASSETS: tuple[Asset, ...] = (
@@ -44,9 +48,9 @@ ASSETS: tuple[Asset, ...] = (
     # The example is refreshed on every install, so an upgraded scannerd shows its new options
     # beside the admin's config; config.toml itself is created once and then left alone.
     Asset("config.toml.example", "etc/scannerd/config.toml.example", 0o644),
-    # 0644 like any /etc config: the client commands (listen, status, stats) of HIS users read it
-    # to find the socket.  Secrets go in [mqtt] password_file (0640 root:scannerd), not here.
-    Asset("config.toml.example", CONFIG_DEST, 0o644, overwrite=False),
+    # 0640 root:scannerd: a site soon puts an MQTT password or its hospital's number ranges in
+    # it.  Client commands run by HIS users find the socket at its default path without it.
+    Asset("config.toml.example", CONFIG_DEST, 0o640, overwrite=False, group=CONFIG_GROUP),
 )
 
 
@@ -113,6 +117,17 @@ class Step:
     content: bytes
     mode: int
     overwrite: bool
+    group: str = ""
+
+
+def group_id(name: str) -> int | None:
+    """The gid of `name`, or None when there is no such group (yet: sysusers runs after us)."""
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
 
 
 def plan(prefix: Path, exec_path: str) -> list[Step]:
@@ -131,11 +146,11 @@ def plan(prefix: Path, exec_path: str) -> list[Step]:
                 action = "update"
         else:
             action = "create"
-        steps.append(Step(dest, action, content, asset.mode, asset.overwrite))
+        steps.append(Step(dest, action, content, asset.mode, asset.overwrite, asset.group))
     return steps
 
 
-def write_atomic(dest: Path, content: bytes, mode: int, overwrite: bool = True) -> bool:
+def write_atomic(dest: Path, content: bytes, mode: int, overwrite: bool = True, gid: int | None = None) -> bool:
     """Write via a temporary file: readers never see half a file.  With overwrite=False the
     final step is link(), which fails if dest appeared meanwhile: an admin's file always wins.
     Returns False when dest was kept."""
@@ -144,6 +159,8 @@ def write_atomic(dest: Path, content: bytes, mode: int, overwrite: bool = True) 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
         os.chmod(tmp, mode)  # before it gets its name: never visible with a wider mode
         if overwrite:
             os.replace(tmp, dest)
@@ -165,10 +182,12 @@ def commands_to_run() -> list[str]:
     # (modules-load.d) before the service resolves its DeviceAllow= classes.
     return [
         "systemd-sysusers /etc/sysusers.d/scannerd.conf",
+        # The group exists from here on; install could not give it the config if it did not.
+        f"chgrp {CONFIG_GROUP} /{CONFIG_DEST}",
         "systemctl restart systemd-modules-load.service",
         "udevadm control --reload",
-        "udevadm trigger --action=add --subsystem-match=input --subsystem-match=hidraw"
-        " --subsystem-match=tty --subsystem-match=usb",
+        ("udevadm trigger --action=add --subsystem-match=input --subsystem-match=hidraw"
+         " --subsystem-match=tty --subsystem-match=usb"),
         "systemctl daemon-reload",
         "systemctl enable --now scannerd.service",
     ]
@@ -187,8 +206,12 @@ def install(prefix: Path, exec_path: str, dry_run: bool, out: list[str]) -> int:
             if not dry_run:
                 os.chmod(step.dest, step.mode)
             continue
-        out.append(f"{would}{step.action:<9} {shown} (mode {step.mode:04o})")
-        if not dry_run and not write_atomic(step.dest, step.content, step.mode, step.overwrite):
+        gid = group_id(step.group)
+        owner = f", group {step.group}" if gid is not None else ""
+        out.append(f"{would}{step.action:<9} {shown} (mode {step.mode:04o}{owner})")
+        if step.group and gid is None:
+            out.append(f"          (group {step.group} does not exist yet: the chgrp below gives it the file)")
+        if not dry_run and not write_atomic(step.dest, step.content, step.mode, step.overwrite, gid):
             out[-1] = f"keep      {shown} (appeared meanwhile; never overwritten)"
     staged = prefix != Path("/")
     out.append("")

@@ -125,21 +125,14 @@ async def _refuse(connection: ServerConnection) -> None:
     await connection.close(1008, "no WebSocket here")
 
 
-class _ToStructlog(logging.Handler):
-    """websockets logs through the standard library; its warnings join ours (masked) in one stream."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        log.warning("websockets", message=record.getMessage()[:200])
-
-
+# websockets logs through the standard library, which log.py renders as our own masked JSON
+# lines; its per-connection chatter (handshakes refused, pings) stays below warning.
 _LIB_LOG = logging.getLogger("scannerd.websockets")
-_LIB_LOG.propagate = False
 _LIB_LOG.setLevel(logging.WARNING)
-_LIB_LOG.addHandler(_ToStructlog())
 
 
 class HttpListener:
-    """One TCP listener, kept up with backoff while its port is taken."""
+    """One TCP listener, kept up with backoff while its address cannot be bound."""
 
     def __init__(self, name: str, host: str, port: int, process_request: ProcessRequest,
                  handler: Handler | None = None, *, max_message_bytes: int = 64 * 1024) -> None:
@@ -150,22 +143,24 @@ class HttpListener:
         self.handler = handler or _refuse
         self.max_message_bytes = max_message_bytes
         self.server: Server | None = None
+        self.state = "stopped"  # stopped | listening | unavailable
         self.error = ""
-        self.retry_in_s: float | None = None
+        self.attempts = 0
         self._retry_task: asyncio.Task[None] | None = None
-        self._stopped = False
 
     @property
     def listen(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    async def start(self) -> None:
-        """Bind now if the port is free; otherwise report unavailable and keep trying."""
-        self._stopped = False
+    async def start(self, initial_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S) -> None:
+        """Listen now if possible; otherwise report `unavailable` and keep trying in the
+        background (initial_s, doubling up to max_s). Never raises for a busy port."""
         if not await self._bind():
-            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry(initial_s, max_s),
+                                                                      name=f"{self.name}-retry")
 
     async def _bind(self) -> bool:
+        self.attempts += 1
         try:
             self.server = await serve(
                 self.handler, self.host, self.port, process_request=self.process_request,
@@ -174,39 +169,38 @@ class HttpListener:
                 # slow reader by what is really still waiting, not by a library buffer.
                 write_limit=(0, 0), max_queue=4, ping_interval=20, ping_timeout=20, close_timeout=2)
         except OSError as e:
-            self.error = e.strerror or str(e)
+            reason = e.strerror or str(e)
+            if (self.state, self.error) != ("unavailable", reason):
+                # Once per change, not once per retry: a port taken for days is one log line.
+                log.error(f"{self.name}_unavailable", listen=self.listen, error=reason, retrying=True,
+                          scanners="unaffected")
+            self.state, self.error = "unavailable", reason
             return False
-        self.error, self.retry_in_s = "", None
-        log.info("http_listening", endpoint=self.name, listen=self.listen)
+        self.state, self.error = "listening", ""
+        log.info(f"{self.name}_listening", listen=self.listen, attempts=self.attempts)
         return True
 
-    async def _retry(self) -> None:
-        delay = BACKOFF_FIRST_S
-        while not self._stopped:
-            self.retry_in_s = delay
-            log.error("endpoint_unavailable", endpoint=self.name, listen=self.listen, error=self.error,
-                      retry_in_s=delay, scanners="unaffected")
+    async def _retry(self, delay: float, max_s: float) -> None:
+        while True:
             await asyncio.sleep(delay)
-            if self._stopped or await self._bind():
+            delay = min(max_s, delay * 2)
+            if await self._bind():
                 return
-            delay = min(BACKOFF_MAX_S, delay * 2)
 
     async def stop(self) -> None:
-        self._stopped = True
         if self._retry_task is not None:
             self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
+            await asyncio.gather(self._retry_task, return_exceptions=True)
             self._retry_task = None
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 3.0)
             self.server = None
+        self.state = "stopped"
 
     def status(self) -> dict[str, Any]:
-        if self.server is not None:
-            return {"state": "listening", "listen": self.listen}
-        if self._stopped:
-            return {"state": "stopped", "listen": self.listen}
-        return {"state": "unavailable", "listen": self.listen, "error": self.error, "retry_in_s": self.retry_in_s}
+        out: dict[str, Any] = {"state": self.state, "listen": self.listen, "attempts": self.attempts}
+        if self.error:
+            out["error"] = self.error
+        return out

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..model import Event, ScanEvent, mask
-from ..protocol import dumps, encode_event
+from ..protocol import Refused, dumps, encode_event
 from ..sinks.base import Sink
 from .outcomes import DeliveryOutcome, Outcome, Outcomes
 
@@ -72,7 +72,7 @@ class Role(str, enum.Enum):
     MONITOR = "monitor"
 
 
-class HubError(ValueError):
+class HubError(Refused):
     """A subscribe or ack that cannot be honoured; the message is the reply's error."""
 
 
@@ -237,9 +237,8 @@ class Hub(Sink):
             if self._expired(event):
                 self._report(event, Outcome.EXPIRED, "ttl_before_delivery")
                 return
-            wire = encode_event(event, self.clock())
             his = self._his_for(device)
-            self._to_monitors(event, wire, device)
+            self._to_monitors(event, device)
             if his is None:
                 self._wait(_Queued(event))
                 return
@@ -309,12 +308,14 @@ class Hub(Sink):
             self._owner[device] = best
         return best
 
-    def _to_monitors(self, event: ScanEvent, wire: dict[str, Any], device: str) -> None:
+    def _to_monitors(self, event: ScanEvent, device: str) -> None:
+        monitors = [s for s in self.subscribers if s.role is Role.MONITOR and not s.closed and s.wants(device)]
+        if not monitors:
+            return
+        wire = encode_event(event, self.clock())  # once for every monitor
         masked_line: bytes | None = None
         full_line: bytes | None = None
-        for sub in list(self.subscribers):
-            if sub.role is not Role.MONITOR or sub.closed or not sub.wants(device):
-                continue
+        for sub in monitors:
             if sub.show_codes:
                 full_line = full_line or dumps(wire)
                 self._write_or_drop(sub, full_line)

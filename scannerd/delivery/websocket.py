@@ -36,7 +36,6 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..command_table import WEBSOCKET, CommandContext
 from ..config import WebSocketConfig, is_loopback
 from ..protocol import ProtocolError, decode_command, dumps, hello, reply
 from .http_listener import HttpListener, host_allowed, metrics_response, response, static_page
@@ -50,7 +49,11 @@ AUTH_TIMEOUT_S = 10.0
 AUTH_BURST = 5
 AUTH_REFILL_S = 2.0
 
-Dispatch = Callable[[CommandContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+WEBSOCKET = "websocket"
+
+# The command table's `handle(transport, command, subscriber, peer_uid)`: the transport says who
+# sent a message; what it means is decided there.
+Dispatch = Callable[[str, dict[str, Any], Subscriber, int | None], Awaitable[dict[str, Any]]]
 
 
 class AuthLimiter:
@@ -285,7 +288,6 @@ class WebSocketServer:
         peer.finish(1008, why)  # after the reply: policy violation
 
     async def _read_commands(self, connection: ServerConnection, sub: Subscriber) -> None:
-        ctx = CommandContext(WEBSOCKET, sub, None)
         while not sub.closed:
             message = await connection.recv()
             if sub.closed:
@@ -300,7 +302,7 @@ class WebSocketServer:
                 except ProtocolError as e:
                     answer = reply("?", False, error=str(e))
                 else:
-                    answer = await self.dispatch(ctx, obj)
+                    answer = await self.dispatch(WEBSOCKET, obj, sub, None)  # no Unix credentials over TCP
             out = dumps(answer)
             if sub.peer.buffered() + len(out) > self.hub.client_buffer_bytes:
                 log.warning("client_dropped", peer=sub.peer.description, why="not reading its replies")

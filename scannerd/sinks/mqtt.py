@@ -28,8 +28,8 @@ aiomqtt facts this relies on (read from aiomqtt 2.5 client.py):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import collections
+import contextlib
 import logging
 import ssl
 import time
@@ -41,8 +41,10 @@ import aiomqtt
 import structlog
 from aiomqtt import MqttCodeError, MqttError
 from aiomqtt.exceptions import MqttConnectError  # not re-exported by aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MqttConfig
+from ..delivery.outcomes import DeliveryOutcome, Outcome, OutcomeMetrics, Outcomes
 from ..metrics import Metrics
 from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
 from ..protocol import ProtocolError
@@ -63,6 +65,8 @@ from .mqtt_topics import (
 )
 
 __all__ = [
+    "SHUTDOWN_REST_S",
+    "STOP_BUDGET_S",
     "MqttAuthError",
     "MqttConfigFileError",
     "MqttConnectionLostError",
@@ -165,6 +169,12 @@ def classify_error(exc: BaseException, tls: bool = False) -> MqttSinkError:
 # Commands over MQTT handled at once; more are dropped (arm/disarm/status need no queue).
 MAX_PENDING_COMMANDS = 16
 
+# The longest stop() takes (drain, `offline`, DISCONNECT, or an abandoned connect attempt).
+# systemd/scannerd.service's TimeoutStopSec= must cover this plus SHUTDOWN_REST_S, the rest of
+# the shutdown (sources, socket, metrics): tests/test_mqtt_retained.py reads the unit to check.
+STOP_BUDGET_S = 8.0
+SHUTDOWN_REST_S = 5.0
+
 
 def _abandon(client: aiomqtt.Client) -> None:
     """Close a client whose connect failed. aiomqtt 2.5 leaves paho's socket, its loop reader and
@@ -191,20 +201,29 @@ class MqttSink(Sink):
         *,
         hostname: str,
         metrics: Metrics,
+        outcomes: Outcomes | None = None,
         on_command: CommandHandler | None = None,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stable_after_s: float = 10.0,
         op_timeout_s: float = 10.0,
         drain_timeout_s: float = 2.0,
+        stop_budget_s: float = STOP_BUDGET_S,
     ) -> None:
         """`backoff_*`: reconnect delays (tests shorten them). `stable_after_s`: a connection must
         last this long before the backoff resets, so a broker that accepts then kicks us is not
         hammered. `op_timeout_s`: CONNACK/PUBACK/SUBACK wait. `drain_timeout_s`: how long stop()
-        keeps publishing the queue before it sends `offline` and disconnects.
+        keeps publishing the queue before it sends `offline` and disconnects (at most half the
+        budget). `stop_budget_s`: stop() returns by then whatever the broker does.
         """
         self._cfg = config
         self._metrics = metrics
+        # What became of each scan goes to the daemon's outcomes (metrics, the ledger); a sink
+        # made on its own (tests, tools) counts into its metrics directly.
+        if outcomes is None:
+            outcomes = Outcomes()
+            outcomes.subscribe(OutcomeMetrics(metrics))
+        self._outcomes = outcomes
         self._on_command = on_command
         self._topics = Topics(config.topic_prefix or default_prefix(hostname))
         self._client_id = config.client_id or default_client_id(hostname)
@@ -212,10 +231,14 @@ class MqttSink(Sink):
         self._backoff_max_s = backoff_max_s
         self._stable_after_s = stable_after_s
         self._op_timeout_s = op_timeout_s
-        self._drain_timeout_s = drain_timeout_s
+        self._stop_budget_s = stop_budget_s
+        self._drain_timeout_s = min(drain_timeout_s, stop_budget_s / 2)
 
         self._queue: collections.deque[_Pending] = collections.deque()
-        # Retained device state: only the latest per device matters.
+        # Retained device state: only the latest per device matters. `_last_states` is what the
+        # broker should hold; `_states` what is still to publish on this connection (all of
+        # `_last_states` again after each connect: a restarted broker may have lost them).
+        self._last_states: dict[str, DeviceStateEvent] = {}
         self._states: dict[str, DeviceStateEvent] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -250,17 +273,16 @@ class MqttSink(Sink):
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
 
     async def stop(self) -> None:
-        """Drain what the broker will take within drain_timeout_s, publish `offline`, disconnect."""
+        """Drain what the broker will take within drain_timeout_s, publish `offline`, disconnect;
+        all within stop_budget_s, after which the connection is abandoned."""
         if self._task is None:
             return
         self._stop_deadline = time.monotonic() + self._drain_timeout_s
         self._stopping.set()
         self._wake.set()
         task, self._task = self._task, None
-        # Bounded: a drain, an `offline` publish and a DISCONNECT, or one connect attempt.
-        limit = self._drain_timeout_s + 2 * self._op_timeout_s + 1
         try:
-            await asyncio.wait_for(asyncio.shield(task), limit)
+            await asyncio.wait_for(asyncio.shield(task), self._stop_budget_s)
         except TimeoutError:
             task.cancel()
         # _run turns every failure into a logged reason; only cancellation can end it abruptly.
@@ -268,15 +290,17 @@ class MqttSink(Sink):
         left = len(self._queue)
         if left:
             self._counts["dropped"] += left
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "stopped"}, by=left)
+            for item in self._queue:
+                self._gave_up(item.event, "stopped")
             self._queue.clear()
         self._state = "disconnected"
         log.info("mqtt.stopped", undelivered=left)
 
     def take_pending(self) -> list[Event]:
-        """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload).
-        The one in flight, if any, is not among them: it is never sent twice."""
-        pending: list[Event] = [p.event for p in self._queue]
+        """Hand the not-yet-sent events to a successor sink (MQTT settings changed on reload),
+        with the last state of every device (the successor's broker or prefix may not have it).
+        The scan in flight, if any, is not among them: it is never sent twice."""
+        pending: list[Event] = [*self._last_states.values(), *(p.event for p in self._queue)]
         self._queue.clear()
         return pending
 
@@ -286,6 +310,7 @@ class MqttSink(Sink):
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, DeviceStateEvent):
+            self._last_states[event.device] = event
             self._states[event.device] = event
             self._wake.set()
             return
@@ -304,7 +329,7 @@ class MqttSink(Sink):
             # Drop the oldest: it is the one closest to its TTL and the least likely still wanted.
             old = self._queue.popleft()
             self._counts["dropped"] += 1
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "queue_full"})
+            self._gave_up(old.event, "queue_full")
             log.warning("mqtt.queue_full_dropped", **_describe(old.event), limit=self._cfg.queue_limit)
         self._queue.append(_Pending(event, expires))
         self._wake.set()
@@ -373,7 +398,10 @@ class MqttSink(Sink):
             keepalive=self._cfg.keepalive_s,
             tls_context=self._tls_context(),
             timeout=self._op_timeout_s,
-            clean_session=True,
+            # MQTT 5 for retain-as-published: the only way to tell a retained `cmd` published
+            # while we are subscribed (3.1.1 brokers clear its retain flag) from a live one.
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
             # Only `<prefix>/cmd` arrives here; a flood of commands must not grow memory unbounded.
             max_queued_incoming_messages=100,
             # paho's own debug lines (no payloads, no password) under our logger's name.
@@ -407,8 +435,14 @@ class MqttSink(Sink):
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
+        # Every connect re-publishes every device's last state: the broker may be a restarted
+        # one without persistence, or a new one after a reload.
+        self._states = {**self._last_states, **self._states}
         if self._cfg.subscribe_cmd and self._on_command is not None:
-            granted = await client.subscribe(self._topics.cmd, qos=1)
+            # Retained commands are never obeyed: do not even ask for the ones already stored,
+            # and keep the retain flag on those published later, so _watch can refuse them.
+            options = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            granted = await client.subscribe(self._topics.cmd, options=options)
             if any(getattr(rc, "is_failure", rc == 0x80) for rc in granted):
                 # A broker ACL without read on <prefix>/cmd: scans still flow, commands cannot.
                 log.warning("mqtt.cmd_subscribe_refused", topic=self._topics.cmd)
@@ -434,7 +468,7 @@ class MqttSink(Sink):
             if not message.topic.matches(self._topics.cmd):
                 continue
             if message.retain:
-                # A retained `arm` would re-arm the kiosk on every reconnect: refuse it.
+                # A retained `arm` would re-arm the kiosk now and on every reconnect: refuse it.
                 log.warning("mqtt.cmd_retained_ignored", topic=str(message.topic))
                 continue
             payload = message.payload
@@ -514,7 +548,7 @@ class MqttSink(Sink):
             self._states.setdefault(event.device, event)
             raise
         self._counts["published"] += 1
-        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
+        self._metrics.inc("scannerd_mqtt_published_total", {"type": "device"})
 
     async def _publish_pending(self, client: aiomqtt.Client, item: _Pending) -> None:
         msg = event_payload(item.event, self._topics, self._cfg.qos, delivered_ns=time.monotonic_ns())
@@ -528,14 +562,17 @@ class MqttSink(Sink):
             # Written to the connection, but no PUBACK (timeout, connection lost, cancelled).
             # The broker may have it: resending could deliver it twice, so we do not.
             self._counts["unconfirmed"] += 1
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "unconfirmed"})
+            self._gave_up(item.event, "unconfirmed")
             log.warning("mqtt.unconfirmed", **_describe(item.event))
             raise
         done_ns = time.monotonic_ns()
         self._counts["published"] += 1
-        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
         if isinstance(item.event, ScanEvent):
-            self._metrics.observe("scannerd_delivery_latency_seconds", (done_ns - item.event.completed_ns) / 1e9, SINK_LABELS)
+            e = item.event
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.DELIVERED, e.id, e.device.name, "puback",
+                                                  (done_ns - e.completed_ns) / 1e9))
+        else:
+            self._metrics.inc("scannerd_mqtt_published_total", {"type": "reject"})
 
     # -- queue hygiene and state logging --------------------------------------------------------
 
@@ -545,11 +582,17 @@ class MqttSink(Sink):
     def _expire(self, event: ScanEvent | RejectEvent, now: int) -> None:
         self._counts["expired"] += 1
         if isinstance(event, ScanEvent):
-            self._metrics.inc("scannerd_expired_total", SINK_LABELS)
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.EXPIRED, event.id, event.device.name, "ttl_waiting_for_broker"))
             log.warning("mqtt.scan_expired", **_describe(event), age_ms=round((now - event.completed_ns) / 1e6, 1))
         else:
             self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "reject_expired"})
             log.info("mqtt.reject_expired", device=event.device)
+
+    def _gave_up(self, event: ScanEvent | RejectEvent, reason: str) -> None:
+        if isinstance(event, ScanEvent):
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.UNDELIVERED, event.id, event.device.name, reason))
+        else:  # a reject is a diagnostic, not a delivery: counted apart
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": f"reject_{reason}"})
 
     def _on_up(self) -> None:
         self._state = "connected"

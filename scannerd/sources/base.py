@@ -6,12 +6,29 @@ import abc
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected
 
 FrameSink = Callable[[Frame | Rejected], None]
 StateSink = Callable[[DeviceStateEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRequest:
+    """Everything a transport needs to build a source for one device (see sources/registry.py)."""
+
+    device: DeviceInfo
+    scanner: ScannerConfig
+    spec: FramingSpec
+    emit: FrameSink
+    state: StateSink
+    # The site configured this path: the source waits for it to come back by itself. A node
+    # name discovery handed over may next belong to another device, so those are not polled.
+    reopen: bool
 
 
 class FramedInput:
@@ -89,6 +106,11 @@ class Source(abc.ABC):
         self.input = FramedInput(device.name, spec, emit, encoding=encoding)
         self._state = state
         self.present = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> Source:
+        """How the daemon builds a source of this transport (sources/registry.py names the class)."""
+        return cls(req.device, req.spec, req.emit, req.state)
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.present = state == "present"

@@ -338,6 +338,9 @@ class Discovery:
         self._monitor = monitor
         self._fd: int | None = None
         self.active: dict[str, FoundDevice] = {}  # devnode → found
+        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_again = False
+        self._removed_meanwhile: set[str] | None = None  # udev removes seen during a resync
 
     async def start(self) -> None:
         import pyudev
@@ -365,6 +368,9 @@ class Discovery:
         log.info("discovery_started", devices=sorted(self.active), auto=self.config.discovery.auto and not self.config.scanners)
 
     def stop(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()  # the thread finishes alone; its results are dropped
+            self._resync_task = None
         if self._fd is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self._fd)
@@ -373,19 +379,47 @@ class Discovery:
             self._fd = None
 
     def resync(self) -> None:
-        """Reconcile the active table with the devices present now (after lost udev events)."""
+        """Reconcile the active table with the devices present now (after lost udev events).
+
+        Enumerating /sys (and reading every device's attributes) takes tens of milliseconds,
+        more during the event storm that made us resync: it runs in a worker thread, and only
+        the results are applied here, on the loop. A resync asked for while one runs is done
+        again after it, so nothing that changed meanwhile is missed."""
         if self._context is None:
             return
-        for devnode in [d for d in self.active if not os.path.exists(d)]:
-            self.active.pop(devnode, None)
-            self._on_remove(devnode)
-        try:
-            present = list_descriptions(self._context)
-        except OSError as e:
-            log.warning("udev_enumerate_failed", error=str(e))
+        if self._resync_task is not None and not self._resync_task.done():
+            self._resync_again = True
             return
-        for desc in present:
-            self._consider(desc)
+        self._resync_task = asyncio.get_running_loop().create_task(self._resync(), name="udev-resync")
+
+    async def _resync(self) -> None:
+        while True:
+            self._resync_again = False
+            self._removed_meanwhile = set()
+            for devnode in [d for d in self.active if not os.path.exists(d)]:
+                self.active.pop(devnode, None)
+                self._on_remove(devnode)
+            try:
+                present = await asyncio.to_thread(list_descriptions, self._thread_context())
+            except OSError as e:
+                log.warning("udev_enumerate_failed", error=str(e))
+                return
+            finally:
+                removed, self._removed_meanwhile = self._removed_meanwhile, None
+            if self._fd is None:
+                return  # stopped meanwhile
+            for desc in present:
+                if desc.devnode not in removed:  # unplugged while we enumerated: stale
+                    self._consider(desc)
+            if not self._resync_again:
+                return
+
+    def _thread_context(self) -> Any:
+        # libudev objects are not thread-safe: the worker thread gets a context of its own
+        # (an injected test context is used as it is).
+        import pyudev
+
+        return pyudev.Context() if isinstance(self._context, pyudev.Context) else self._context
 
     def forget(self, devnode: str, retry_after_s: float | None = None) -> None:
         """A source for `devnode` ended without a udev remove (grab refused, read error):
@@ -426,6 +460,8 @@ class Discovery:
         """One udev event (pyudev Device with .action)."""
         if action == "remove":
             devnode = device.device_node
+            if self._removed_meanwhile is not None and devnode:
+                self._removed_meanwhile.add(devnode)
             found = self.active.pop(devnode, None) if devnode else None
             if found is not None:
                 log.info("device_removed", devnode=devnode, scanner=found.scanner.name)

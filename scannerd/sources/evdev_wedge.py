@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from .base import FrameSink, Source, SourceRequest, StateSink
 from .human import HumanFilter
 from .keymap import (
     EV_KEY,
@@ -196,6 +196,10 @@ class EvdevWedgeSource(Source):
                                     idle_gap_ns=spec.idle_gap_ns)
         self._opener = opener
         self._last_t = 0
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> EvdevWedgeSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ waits for the path (often a /dev/serial/by-id link) to come back and reopens it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import os
 import time
@@ -18,8 +19,8 @@ import structlog
 
 from ..config import ScannerConfig
 from ..framing import FramingSpec
-from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from ..model import DeviceInfo, Frame, Rejected
+from .base import FrameSink, Source, SourceRequest, StateSink
 
 log = structlog.get_logger("scannerd.serial")
 
@@ -29,6 +30,21 @@ _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: ser
 # How often to look for a vanished port to come back. Discovery (udev) makes this faster when
 # it runs; the timer is what keeps a plain /dev/ttyS0 or a config without discovery working.
 REOPEN_INTERVAL_S = 0.25
+
+
+def with_wire_time(emit: FrameSink, scanner: ScannerConfig) -> FrameSink:
+    """A scan that arrived in a single read has no first-to-last time of its own: it took at
+    least its characters' time on the wire (start + data + parity + stop bits at the baud
+    rate), so that is its scan_ms rather than a misleading 0."""
+    bits = 1 + scanner.bytesize + (0 if scanner.parity == "N" else 1) + scanner.stopbits
+    char_ns = int(bits * 1e9 / scanner.baudrate)
+
+    def emit_timed(item: Frame | Rejected) -> None:
+        if isinstance(item, Frame) and item.last_ns == item.first_ns and len(item.text) > 1:
+            item = dataclasses.replace(item, first_ns=item.last_ns - (len(item.text) - 1) * char_ns)
+        emit(item)
+
+    return emit_timed
 
 
 class SerialSource(Source):
@@ -42,7 +58,7 @@ class SerialSource(Source):
         *,
         reopen: bool = True,
     ) -> None:
-        super().__init__(device, spec, emit, state, encoding=scanner.encoding)
+        super().__init__(device, spec, with_wire_time(emit, scanner), state, encoding=scanner.encoding)
         self.scanner = scanner
         self.reopen = reopen
         self._port: serial.Serial | None = None
@@ -52,6 +68,10 @@ class SerialSource(Source):
         self._lost: asyncio.Event | None = None
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> SerialSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen)
 
     @property
     def reopens(self) -> bool:

@@ -44,7 +44,7 @@ from rig import (
 Result = dict[str, Any]
 SCENARIOS: list[tuple[str, tuple[str, ...], Callable[[Run], Result]]] = []
 
-SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
+SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/delivery/unix_socket.py")
 
 USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
 
