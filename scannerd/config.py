@@ -185,6 +185,64 @@ class DiscoveryConfig:
     extra_vendor_ids: tuple[str, ...] = ()
 
 
+SYSTEM_LEDGER_PATH = "/var/lib/scannerd/ledger.sqlite"
+RESULT_STATUSES = ("paid", "refunded", "failed")
+
+
+def default_ledger_path() -> str:
+    """The unit's StateDirectory when run by systemd or as root, else $XDG_STATE_HOME/scannerd/."""
+    state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return os.path.join(state_directory, "ledger.sqlite")
+    if os.geteuid() == 0:
+        return SYSTEM_LEDGER_PATH
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "scannerd", "ledger.sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceKind:
+    """One kind of transaction the acceptance standard asks every station to show.
+
+    A scan counts when its kind (and channel, if given) match; a HIS result on that scan counts
+    when its channel, medical_insurance flag and status match.
+    """
+
+    name: str
+    scan_kind: str
+    scan_channel: str = ""  # empty: any channel (a scanner cannot tell whose 医保码 it is)
+    result_channel: str = ""
+    result_medical_insurance: bool | None = None  # None: either
+    result_statuses: tuple[str, ...] = ("paid", "refunded")  # reversed transactions count too
+
+
+DEFAULT_ACCEPTANCE_KINDS: tuple[AcceptanceKind, ...] = (
+    # 云闪付医保码一码付: the scanner sees a 医保码; the HIS says UnionPay settled it.
+    AcceptanceKind("unionpay_medical", scan_kind="medical_insurance", result_channel="unionpay", result_medical_insurance=True),
+    # 银联标准付款码: a UnionPay payment code the HIS reports paid or refunded.
+    AcceptanceKind("unionpay_standard", scan_kind="payment", scan_channel="unionpay", result_channel="unionpay"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceConfig:
+    ledger: str = field(default_factory=default_ledger_path)
+    result_retention_h: float = 24.0  # how long a scan id accepts a HIS `result`
+    # Bound on remembered scan ids (ids only, never codes; ~0.4 kB each): a busy window scans
+    # a few hundred codes a day.
+    result_ids_max: int = 20_000
+    kinds: tuple[AcceptanceKind, ...] = DEFAULT_ACCEPTANCE_KINDS
+    # Required kinds per role (names from `kinds`).
+    required: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {role: ("unionpay_medical", "unionpay_standard") for role in ROLES}
+    )
+    # Areas the hospital verdict requires; empty: the areas that have stations in the ledger.
+    areas: tuple[str, ...] = ()
+
+    def kind(self, name: str) -> AcceptanceKind:
+        return next(k for k in self.kinds if k.name == name)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<embedded default>"
@@ -196,6 +254,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     websocket: WebSocketConfig | None = None  # None: no [websocket] section, no TCP listener
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
     # The classifier compiled from rules + classify while validating them; not part of equality.
@@ -575,6 +634,72 @@ def _discovery(t: _Table) -> DiscoveryConfig:
     return cfg
 
 
+_KIND_NAME = r"[a-z][a-z0-9_]{0,39}"
+
+
+def _acceptance_kind(t: _Table, name: str) -> AcceptanceKind:
+    # The vocabulary of events; model imports nothing from here.
+    from .model import Channel, Kind
+
+    kinds = tuple(k.value for k in Kind)
+    channels = tuple(c.value for c in Channel)
+    statuses = t.get("result_status", list, ["paid", "refunded"])
+    for i, status in enumerate(statuses):
+        if status not in RESULT_STATUSES:
+            raise t.err(f"result_status[{i + 1}]", f"expected one of {' | '.join(RESULT_STATUSES)}, got {_show(status)}")
+    if not statuses:
+        raise t.err("result_status", "expected at least one status (e.g. [\"paid\", \"refunded\"])")
+    medical = t.get("result_medical_insurance", bool, False) if "result_medical_insurance" in t.data else None
+    kind = AcceptanceKind(
+        name=name,
+        scan_kind=t.choice("scan_kind", kinds, "", shown=" | ".join(kinds)),
+        scan_channel=t.choice("scan_channel", channels, "", shown="a channel name such as unionpay, nhsa, wechat"),
+        result_channel=t.choice("result_channel", channels, "", shown="a channel name such as unionpay"),
+        result_medical_insurance=medical,
+        result_statuses=tuple(statuses),
+    )
+    if not kind.scan_kind:
+        raise t.err("scan_kind", f"expected the kind of scan this counts: one of {' | '.join(kinds)}")
+    t.finish()
+    return kind
+
+
+def _acceptance(t: _Table) -> AcceptanceConfig:
+    base = AcceptanceConfig()
+    kinds = {k.name: k for k in base.kinds}
+    raw_kinds = t.get("kind", dict, {})
+    for name, table in raw_kinds.items():
+        if not re.fullmatch(_KIND_NAME, name):
+            raise t.err(f"kind.{name}", "expected a kind name of lowercase letters, digits and '_' (e.g. wechat_medical)")
+        kinds[name] = _acceptance_kind(_Table(t.file, t.key(f"kind.{name}"), table), name)
+    required = dict(base.required)
+    raw_required = t.get("required", dict, {})
+    for role, names in raw_required.items():
+        key = f"required.{role}"
+        if role not in ROLES:
+            raise t.err(key, f"expected a role: one of {' | '.join(ROLES)}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise t.err(key, f"expected a list of kind names, got {_show(names)}")
+        for i, n in enumerate(names):
+            if n not in kinds:
+                raise t.err(f"{key}[{i + 1}]", f"expected a kind defined here or by default ({', '.join(sorted(kinds))}), got {_show(n)}")
+        required[role] = tuple(names)
+    areas = t.get("areas", list, [])
+    for i, area in enumerate(areas):
+        if area not in AREAS:
+            raise t.err(f"areas[{i + 1}]", f"expected one of {' | '.join(AREAS)}, got {_show(area)}")
+    cfg = AcceptanceConfig(
+        ledger=t.get("ledger", str, "") or default_ledger_path(),
+        result_retention_h=t.number("result_retention_h", 24.0, 0.01, 24 * 31, integer=False),
+        result_ids_max=t.number("result_ids_max", 20_000, 1, 1_000_000),
+        kinds=tuple(kinds.values()),
+        required=required,
+        areas=tuple(areas),
+    )
+    t.finish()
+    return cfg
+
+
 def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) -> T:
     root.used.add(name)
     if name not in root.data:
@@ -605,6 +730,7 @@ def parse_config(
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
     websocket = _section(root, "websocket", _websocket, None)
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
+    acceptance = _section(root, "acceptance", _acceptance, AcceptanceConfig())
     if websocket is not None and metrics.listen and _same_address(metrics.listen, websocket.listen):
         raise ConfigError(file, "metrics.listen", f"expected another address than [websocket] listen ({websocket.listen}), "
                           "which serves /metrics already: remove [metrics] listen")
@@ -626,6 +752,7 @@ def parse_config(
         metrics=metrics,
         websocket=websocket,
         discovery=discovery,
+        acceptance=acceptance,
         rules=tuple(rules),
         classify=dict(classify),
     )

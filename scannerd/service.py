@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import __version__
+from .acceptance.command import RESULT_COMMAND
+from .acceptance.station import StationAcceptance
 from .census import Census
-from .command_table import CommandContext, CommandError, CommandTable
+from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
 from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub
@@ -87,7 +89,10 @@ class Daemon:
         self.outcomes.subscribe(OutcomeMetrics(self.metrics))
         self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
                        queue_limit=config.policy.queue_limit)
-        self.commands = CommandTable(self)
+        # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
+        # is written by its own thread, never on this loop.
+        self.acceptance = StationAcceptance(config, self.hostname)
+        self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
         self._grant_websocket(config)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
@@ -114,6 +119,7 @@ class Daemon:
         await self._start_mqtt(self.config)
         self._sync_sinks()
         await self._start_metrics(self.config)
+        await self.acceptance.start()
         await self._start_websocket(self.config)
         for scanner in self.config.scanners:
             if scanner.path:  # the rest (usb, by_id, match_name) are found by discovery
@@ -139,6 +145,7 @@ class Daemon:
             self.discovery.stop()
         for name in list(self.running):
             await self._stop_source(name)
+        await self.acceptance.stop()  # after the sources: every scan read is counted and written
         if self.socket_server is not None:
             await self.socket_server.stop()
         if self.websocket_server is not None:
@@ -250,7 +257,9 @@ class Daemon:
         self.pipeline.register_device(device)
 
         def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+            event = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
+            if isinstance(event, ScanEvent):
+                self.acceptance.on_scan(event)
 
         request = SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
                                 reopen=self._polls_its_path(scanner))
@@ -505,6 +514,10 @@ class Daemon:
             wire["masked"] = mask(event.code)
         return {"event": wire}
 
+    def result(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The HIS's `result` command (acceptance ledger)."""
+        return self.acceptance.result_command(args)
+
     def status(self, ctx: CommandContext | None = None) -> dict[str, Any]:
         counts = self.hub.counts()
         if ctx is not None and ctx.subscriber is not None and ctx.subscriber.role is None:
@@ -524,6 +537,7 @@ class Daemon:
             "devices": self.devices(),
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),
+            "acceptance": self.acceptance.status(),
             "listeners": listeners,
         }
 

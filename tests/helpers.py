@@ -185,7 +185,9 @@ class Daemon:
     def __init__(self, config: Path, socket_path: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.socket_path = socket_path
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        # STATE_DIRECTORY as systemd sets it: the acceptance ledger goes there, not to /var/lib.
+        state = config.with_suffix(".state")
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(state), **(env or {})}
         self.stderr_path = config.with_suffix(".log")
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(

@@ -190,7 +190,8 @@ def test_example_is_all_comments() -> None:
 
 def test_example_tables_in_technician_order() -> None:
     data = tomllib.loads(uncommented(EXAMPLE.read_text()))
-    order = ["site", "scanner", "discovery", "policy", "rule", "classify", "socket", "mqtt", "metrics", "websocket"]
+    order = ["site", "scanner", "discovery", "policy", "rule", "classify", "socket", "mqtt", "metrics", "websocket",
+             "acceptance"]
     assert list(data) == order
 
 
@@ -236,6 +237,10 @@ def test_example_with_everything_switched_on_is_a_valid_config(tmp_path: Path) -
     assert cfg.metrics.listen == "127.0.0.1:9464"
     assert cfg.socket.group == own_group
     assert [r["id"] for r in cfg.rules] == ["site.patient_card", "site.staff_badge"]
+    assert cfg.acceptance.ledger == "/var/lib/scannerd/ledger.sqlite" and cfg.acceptance.result_ids_max == 20000
+    # [acceptance] documents every option (`kind` tables are shown in prose: they are per site).
+    documented = set(tomllib.loads(text)["acceptance"]) | {"kinds"}
+    assert {f.name for f in dataclasses.fields(config.AcceptanceConfig)} <= documented
 
 
 def test_example_rules_classify_their_examples() -> None:

@@ -42,4 +42,9 @@ def run(args: argparse.Namespace) -> int:
         print("  no scanners running (none configured and none detected)")
     for name, s in answer["sinks"].items():
         print(f"  sink {name}: " + " ".join(f"{k}={v}" for k, v in s.items()))
+    ledger = answer.get("acceptance")
+    if ledger:
+        why = f" ({ledger['error']})" if ledger.get("error") else ""
+        print(f"acceptance ledger: {ledger['state']}{why} {ledger['path']}: {ledger['scans']} scans, "
+              f"{ledger['results']} results, {ledger['pending']} not yet written")
     return 0
