@@ -7,6 +7,7 @@ file fails fast with one message naming the file, the key path and what was expe
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import re
@@ -581,14 +582,12 @@ def _websocket(t: _Table) -> WebSocketConfig:
     if token and token_file:
         raise t.err("token_file", "expected either token or token_file, not both")
     if token_file:
-        token = _read_token_file(t, token_file)
-    if not token:
+        _check_token_file(t, token_file)  # read by the daemon only (with_secrets): tools need not read it
+    elif not token:
         raise t.err("token", "expected token or token_file: any local process can reach a TCP port, "
                     "the token is what keeps other users and pages out")
-    if len(token) < TOKEN_MIN_LENGTH or not token.isprintable() or token != token.strip():
-        raise t.err("token_file" if token_file else "token",
-                    f"expected at least {TOKEN_MIN_LENGTH} printable characters without surrounding spaces "
-                    f"(e.g. the output of `openssl rand -hex 24`), got {len(token)} characters")
+    else:
+        _check_token(t.file, t.key("token"), token)
     cfg = WebSocketConfig(
         listen=listen,
         allow_remote=allow_remote,
@@ -603,20 +602,39 @@ def _websocket(t: _Table) -> WebSocketConfig:
     return cfg
 
 
-def _read_token_file(t: _Table, path: str) -> str:
+def _check_token(file: str, key: str, token: str) -> None:
+    if len(token) < TOKEN_MIN_LENGTH or not token.isprintable() or token != token.strip():
+        raise ConfigError(file, key, f"expected at least {TOKEN_MIN_LENGTH} printable characters without surrounding "
+                          f"spaces (e.g. the output of `openssl rand -hex 24`), got {len(token)} characters")
+
+
+def _check_token_file(t: _Table, path: str) -> None:
     try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read(4096)
+        mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         raise t.err("token_file", f"expected an existing file, got {_show(path)} (not found)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise t.err("token_file", f"cannot read {_show(path)}: {e}") from None
-    mode = st.st_mode & 0o777
+    except OSError as e:
+        raise t.err("token_file", f"cannot stat {_show(path)}: {e.strerror}") from None
     if mode & ~0o640:
         raise t.err("token_file", f"expected mode 0600 or 0640 (owner read-write, group read at most), "
                     f"got {oct(mode)} (chmod 0640 {path})")
-    return text.strip()
+
+
+def with_secrets(config: Config) -> Config:
+    """The config with `[websocket] token_file` read into its token: what the daemon runs with
+    (at boot and on reload, so a rotated token is a changed config). Tools that only read the
+    config (status, listen) never need the secret, nor the right to read it."""
+    ws = config.websocket
+    if ws is None or not ws.token_file:
+        return config
+    key = "websocket.token_file"
+    try:
+        with open(ws.token_file, encoding="utf-8") as f:
+            token = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(config.source, key, f"cannot read {_show(ws.token_file)}: {e}") from None
+    _check_token(config.source, key, token)
+    return dataclasses.replace(config, websocket=dataclasses.replace(ws, token=token))
 
 
 def _same_address(a: str, b: str) -> bool:

@@ -21,7 +21,7 @@ from .acceptance.command import RESULT_COMMAND
 from .acceptance.station import StationAcceptance
 from .census import Census
 from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
-from .config import Config, ConfigError, ScannerConfig, load_config
+from .config import Config, ConfigError, ScannerConfig, load_config, with_secrets
 from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
@@ -375,7 +375,7 @@ class Daemon:
         try:
             # Off the loop: reading the file and compiling the site rules takes milliseconds to
             # seconds, and a scanner sending meanwhile must not have its read cut by the idle gap.
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = await asyncio.to_thread(lambda: with_secrets(load_config(self.config_path)))
             classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)
@@ -562,7 +562,7 @@ class Daemon:
 
 def run_daemon(config_path: str | None) -> int:
     try:
-        config = load_config(config_path)
+        config = with_secrets(load_config(config_path))
     except ConfigError as e:
         log.error("config_invalid", error=str(e))
         return 2

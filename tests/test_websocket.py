@@ -4,6 +4,7 @@ the loopback rule, the busy-port policy and /metrics on the same listener."""
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -242,5 +243,29 @@ def test_a_busy_port_leaves_the_scanners_working_and_is_retried_at_boot_and_on_r
     finally:
         for s in squatters:
             s.close()
+        daemon.stop()
+        pty.close()
+
+
+def test_a_token_file_is_read_at_boot_and_again_on_reload(tmp_path: Path) -> None:
+    pty = PtyScanner(tmp_path, "scanner")
+    port = free_port()
+    sock = tmp_path / "s.sock"
+    token_file = tmp_path / "websocket.token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o640)
+    config = write_config(tmp_path, pty, port)
+    config.write_text(config.read_text().replace(f'token = "{TOKEN}"', f'token_file = "{token_file}"'))
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+        wait_listening(sock)
+        client = WsClient(port, role="monitor")
+        token_file.write_text("a-rotated-token-0123456789\n")
+        daemon.signal(signal.SIGHUP)
+        assert client.close_code(15) == 1008  # the file changed: the config changed
+        WsClient(port, token="a-rotated-token-0123456789").close()
+        assert TOKEN not in daemon.log() and "a-rotated-token" not in daemon.log()
+    finally:
         daemon.stop()
         pty.close()

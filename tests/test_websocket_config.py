@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scannerd.command_table import COMMANDS, CommandTable
-from scannerd.config import ConfigError, WebSocketConfig, load_config
+from scannerd.config import ConfigError, WebSocketConfig, load_config, with_secrets
 
 TOKEN = "0123456789abcdef0123"
 
@@ -54,9 +54,19 @@ def test_a_token_file_must_not_be_readable_by_others(tmp_path: Path) -> None:
             parse(tmp_path, f'token_file = "{token_file}"\n')
     for mode in (0o600, 0o640, 0o400):
         os.chmod(token_file, mode)
-        cfg = parse(tmp_path, f'token_file = "{token_file}"\n')
-        assert cfg.token == TOKEN  # the newline is not part of it
+        path = tmp_path / "config.toml"
+        path.write_text(f'[websocket]\ntoken_file = "{token_file}"\n')
+        assert load_config(path).websocket.token == ""  # tools (status, listen) never read it  # type: ignore[union-attr]
+        cfg = with_secrets(load_config(path)).websocket
+        assert cfg is not None and cfg.token == TOKEN  # the newline is not part of it
         assert TOKEN not in repr(cfg)
+    token_file.write_text("short\n")
+    with pytest.raises(ConfigError, match="websocket.token_file: expected at least 16 printable characters"):
+        with_secrets(load_config(path))
+    os.chmod(token_file, 0o000)
+    if os.geteuid() != 0:  # root reads any file
+        with pytest.raises(ConfigError, match="websocket.token_file: cannot read"):
+            with_secrets(load_config(path))
 
 
 def test_remote_needs_allow_remote_and_defaults_are_loopback(tmp_path: Path) -> None:
