@@ -150,11 +150,17 @@ def test_a_new_token_on_reload_closes_the_sessions_of_the_old_one(tmp_path: Path
                                                                    rig: tuple[Daemon, PtyScanner, Path, int]) -> None:
     daemon, pty, _sock, port = rig
     client = WsClient(port, role="monitor")
+    his = WsClient(port, ack=True)
+    code = wechat_code()
+    pty.write(f"{code}\r".encode(), None)
+    taken = his.next_of("scan")
     config = write_config(tmp_path, pty, port)
     config.write_text(config.read_text().replace(TOKEN, "another-token-abcdefghijklmnop"))
     daemon.signal(signal.SIGHUP)
-    assert client.close_code(15) == 1008
-    WsClient(port, token="another-token-abcdefghijklmnop").close()
+    assert client.close_code(15) == 1008 and his.close_code(15) == 1008
+    # The scan the old session had not acked goes to the next HIS, within its TTL.
+    again = WsClient(port, token="another-token-abcdefghijklmnop", ack=True).next_of("scan")
+    assert again["id"] == taken["id"] and again["code"] == code and again["redelivered"] is True
 
 
 def test_a_remote_bind_is_refused_without_allow_remote(tmp_path: Path) -> None:

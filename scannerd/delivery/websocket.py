@@ -181,6 +181,9 @@ class WebSocketServer:
             for sub in list(self.connections.values()):
                 if sub is not None and isinstance(sub.peer, _WebSocketPeer):
                     sub.peer.finish(1008, "the token was changed; authenticate again")
+                    # Now, not when the close completes: nothing more is written to it (a write
+                    # it would never send must not count as delivered); what it held moves on.
+                    self.hub.detach(sub)
 
     def status(self) -> dict[str, Any]:
         authenticated = sum(1 for sub in self.connections.values() if sub is not None)
