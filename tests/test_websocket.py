@@ -223,6 +223,9 @@ def test_a_busy_port_leaves_the_scanners_working_and_is_retried_at_boot_and_on_r
         listeners = client.status()["listeners"]
         assert listeners["websocket"]["state"] == "unavailable" and listeners["websocket"]["error"]
         assert listeners["metrics"]["state"] == "unavailable"
+        shown = subprocess.run([sys.executable, "-m", "scannerd", "status", "--socket", str(sock)], capture_output=True,
+                               text=True, cwd=REPO, timeout=30).stdout
+        assert f"websocket 127.0.0.1:{port}: unavailable (Address already in use, retrying)" in shown
         code = wechat_code()
         pty.write(f"{code}\r".encode(), None)
         assert client.next_of("scan")["code"] == code  # scanning goes on

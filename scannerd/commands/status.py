@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print("  no scanners running (none configured and none detected)")
     for name, s in answer["sinks"].items():
         print(f"  sink {name}: " + " ".join(f"{k}={v}" for k, v in s.items()))
+    for name, s in answer.get("listeners", {}).items():  # the WebSocket and metrics ports
+        print(f"  {name} {s['listen']}: {s['state']}" + (f" ({s['error']}, retrying)" if s.get("error") else ""))
     ledger = answer.get("acceptance")
     if ledger:
         why = f" ({ledger['error']})" if ledger.get("error") else ""

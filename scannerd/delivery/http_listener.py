@@ -169,7 +169,8 @@ class HttpListener:
                 # slow reader by what is really still waiting, not by a library buffer.
                 write_limit=(0, 0), max_queue=4, ping_interval=20, ping_timeout=20, close_timeout=2)
         except OSError as e:
-            reason = e.strerror or str(e)
+            # asyncio wraps the errno in "error while attempting to bind on address …": the plain reason reads better.
+            reason = os.strerror(e.errno) if e.errno else str(e)
             if (self.state, self.error) != ("unavailable", reason):
                 # Once per change, not once per retry: a port taken for days is one log line.
                 log.error(f"{self.name}_unavailable", listen=self.listen, error=reason, retrying=True,
