@@ -208,7 +208,7 @@ class Daemon:
         if config.metrics.listen:
             host, _, port = config.metrics.listen.rpartition(":")
             host = host.strip("[]")
-            self.metrics_server = HttpListener("metrics", host, int(port), metrics_only(self.metrics.render, host, int(port)))
+            self.metrics_server = HttpListener("metrics", host, int(port), metrics_only(self.metrics.render, host))
             await self.metrics_server.start()
 
     def _grant_websocket(self, config: Config) -> None:

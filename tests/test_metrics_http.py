@@ -32,7 +32,7 @@ async def http_get(port: int, path: str = "/metrics") -> str:
 
 
 def metrics_server(port: int, render: Callable[[], str]) -> HttpListener:
-    return HttpListener("metrics", "127.0.0.1", port, metrics_only(render, "127.0.0.1", port))
+    return HttpListener("metrics", "127.0.0.1", port, metrics_only(render, "127.0.0.1"))
 
 
 def occupy() -> tuple[socket.socket, int]:

@@ -198,6 +198,8 @@ def test_the_page_and_metrics_are_served_by_the_same_listener(rig: tuple[Daemon,
     assert http_get(port, "/../config.toml")[0] == 404
     assert http_get(port, "/", host=f"rebound.example:{port}")[0] == 421  # DNS rebinding
     assert http_get(port, "/metrics", host=f"localhost:{port}")[0] == 200
+    assert http_get(port, "/metrics", host="localhost:19464")[0] == 200  # through an SSH tunnel
+    assert http_get(port, "/metrics", host=f"127.0.0.1.rebound.example:{port}")[0] == 421
 
 
 def occupy(port: int) -> socket.socket:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import importlib.resources
 import logging
@@ -61,13 +62,19 @@ def response(status: http.HTTPStatus, body: bytes | str, content_type: str = "te
     return Response(status.value, status.phrase, headers, data)
 
 
+@functools.cache
+def _page_file(name: str) -> bytes:
+    # Read once: no file I/O on the event loop per request (an upgrade restarts the daemon).
+    return importlib.resources.files("scannerd.web").joinpath(name).read_bytes()
+
+
 def static_page(path: str) -> Response | None:
     """The diagnostic page's files (package data, no build step, nothing from outside)."""
     found = _STATIC.get(path)
     if found is None:
         return None
     name, ctype = found
-    body = importlib.resources.files("scannerd.web").joinpath(name).read_bytes()
+    body = _page_file(name)
     return response(http.HTTPStatus.OK, body, ctype,
                     # Its own scripts and its own WebSocket only; never framed (the inject button).
                     Content_Security_Policy="default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -94,25 +101,23 @@ def metrics_response(render: Callable[[], str]) -> Response:
     return response(http.HTTPStatus.OK, render() + process_metrics(), "text/plain; version=0.0.4; charset=utf-8")
 
 
-def host_allowed(request: Request, bind_host: str, port: int) -> bool:
-    """On a loopback bind, only loopback Host names for our port (see the module doc)."""
+def host_allowed(request: Request, bind_host: str) -> bool:
+    """On a loopback bind, only loopback Host names (see the module doc). Any port: an SSH
+    tunnel or a local proxy may forward another one, and the name is what a rebinding page forges."""
     if not is_loopback(bind_host):
         return True
     hosts = request.headers.get_all("Host")
     if len(hosts) != 1:
         return False
-    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", hosts[0])
-    if m is None:
-        return False
-    name, given_port = m.group(1).strip("[]").lower(), m.group(2)
-    return is_loopback(name) and (given_port is None and port == 80 or given_port == str(port))
+    m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::\d{1,5})?", hosts[0])
+    return m is not None and is_loopback(m.group(1).strip("[]").lower())
 
 
-def metrics_only(render: Callable[[], str], bind_host: str, port: int) -> ProcessRequest:
+def metrics_only(render: Callable[[], str], bind_host: str) -> ProcessRequest:
     """`[metrics] listen`: GET /metrics and nothing else (no page, no WebSocket)."""
 
     def process(connection: ServerConnection, request: Request) -> Response:
-        if not host_allowed(request, bind_host, port):
+        if not host_allowed(request, bind_host):
             return response(http.HTTPStatus.MISDIRECTED_REQUEST, "wrong Host for a loopback endpoint\n")
         if request.path.split("?")[0] == "/metrics":
             return metrics_response(render)

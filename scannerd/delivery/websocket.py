@@ -199,7 +199,7 @@ class WebSocketServer:
         return own | set(self.config.allowed_origins)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not host_allowed(request, self.config.host, self.config.port):
+        if not host_allowed(request, self.config.host):
             return self._refused(request, http.HTTPStatus.MISDIRECTED_REQUEST, "wrong Host for a loopback endpoint")
         path = request.path.split("?")[0]
         if request.headers.get("Upgrade", "").lower() != "websocket":
