@@ -440,19 +440,16 @@ class Daemon:
     async def _reload_socket(self, old: Config, new: Config) -> None:
         server = self.socket_server
         assert server is not None
+        if new.socket.path != old.socket.path:
+            successor = self._make_socket_server(new)
+            await successor.start()  # raises: the caller refuses the reload, nothing has changed
+            self.socket_server = successor
+            # Connections on the old path close; the hub keeps every waiting scan, and what a
+            # closing HIS had not acked goes to the next HIS (on either path) within its TTL.
+            await server.stop()
+        elif new.socket != old.socket:
+            server.reconfigure(new.socket)  # clients stay connected
         self.hub.reconfigure(client_buffer_bytes=new.socket.client_buffer_bytes, queue_limit=new.policy.queue_limit)
-        if new.socket.path == old.socket.path:
-            if new.socket != old.socket:
-                server.reconfigure(new.socket)  # clients stay connected
-            return
-        successor = self._make_socket_server(new)
-        await successor.start()  # raises: the caller refuses the reload, the old socket serves on
-        self.socket_server = successor
-        # Connections on the old path close; the hub keeps every waiting scan, and what a
-        # closing HIS had not acked goes to the next HIS (on either path) within its TTL.
-        await server.stop()
-
-    # --- commands (socket and MQTT) -------------------------------------------------------
 
     # Services for the command table (command_table.py holds the commands themselves).
 

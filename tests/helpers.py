@@ -200,10 +200,19 @@ class Daemon:
         )
 
     def wait_ready(self, timeout: float = 15.0) -> None:
+        """Until the daemon answers on its socket (the file alone can exist a moment before the
+        daemon listens, or after it failed to start)."""
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            return self.socket_path.exists()
+            if not self.socket_path.exists():
+                return False
+            try:
+                Client(self.socket_path, timeout=2, role=None).close()
+            except (OSError, TimeoutError, ConnectionError):
+                return False
+            return True
 
         wait_for(ready, timeout)
 

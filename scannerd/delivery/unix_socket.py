@@ -89,9 +89,11 @@ class _StreamPeer:
         # so the hub's outbox is paced by the client without polling.
         writer.transport.set_write_buffer_limits(high=0)
 
-    def write(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
+    def write(self, data: bytes) -> bool:
+        if self.writer.is_closing():
+            return False
+        self.writer.write(data)
+        return True
 
     def buffered(self) -> int:
         return self.writer.transport.get_write_buffer_size()
@@ -156,6 +158,9 @@ class UnixSocketServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        # Out of the hub together first, so what one HIS held never goes to another that is
+        # closing too; then the connections close.
+        self.hub.detach_all(list(self.connections))
         for sub in list(self.connections):
             sub.peer.close(None)
         for task in list(self._handlers):
@@ -220,9 +225,5 @@ class UnixSocketServer:
                 answer = reply("?", False, error=str(e))
             else:
                 answer = await self.dispatch("socket", obj, sub, uid)
-            out = dumps(answer)
-            if sub.peer.buffered() + len(out) > self.config.client_buffer_bytes:
-                log.warning("client_dropped", peer=sub.peer.description, why="not reading its replies")
-                sub.peer.close("not reading")
-                return
-            sub.peer.write(out)
+            # Paced for an HIS like its scans; a monitor or a tool that stopped reading is dropped.
+            self.hub.reply(sub, dumps(answer))
