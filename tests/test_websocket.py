@@ -280,3 +280,13 @@ def test_a_token_file_is_read_at_boot_and_again_on_reload(tmp_path: Path) -> Non
     finally:
         daemon.stop()
         pty.close()
+
+
+def test_an_event_with_a_unicode_line_separator_stays_one_message(rig: tuple[Daemon, PtyScanner, Path, int]) -> None:
+    _daemon, _pty, sock, port = rig
+    monitor = WsClient(port, role="monitor")
+    text = "\u2028\u2029" + "1" * 20  # JSON leaves both unescaped; str.splitlines() would cut there
+    answer = Client(sock, role=None).command({"cmd": "inject", "device": "window-1", "code": text})
+    assert answer["ok"] is True
+    event = monitor.next_of("scan", "reject")  # one message that parses, not two halves
+    assert event["device"] == "window-1" and event["masked"] == mask(text)

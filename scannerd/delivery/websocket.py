@@ -94,13 +94,17 @@ class _WebSocketPeer:
         self._close_with = (1000, "")
         self.sender = asyncio.get_running_loop().create_task(self._send_all())
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         if self._closed:
-            return
-        for line in data.decode("utf-8").splitlines():
-            self._queue.append((line, len(line) + 1))
+            return False  # closing: nothing written, nothing to count
+        # One message per JSON line. Split on b"\n" only: str.splitlines() also cuts at U+2028
+        # and friends, which JSON leaves unescaped inside strings.
+        for line in data.split(b"\n"):
+            if line:
+                self._queue.append((line.decode("utf-8"), len(line) + 1))
         self._queued_bytes += len(data)
         self._wake.set()
+        return True
 
     def buffered(self) -> int:
         transport = self.connection.transport
@@ -170,7 +174,10 @@ class WebSocketServer:
         await self.listener.start()
 
     async def stop(self) -> None:
-        await self.listener.stop()  # closes every connection (1001); the hub re-queues what they held
+        # Out of the hub together first, so what one HIS held never goes to another that is
+        # closing too; then the listener closes every connection (1001).
+        self.hub.detach_all([sub for sub in self.connections.values() if sub is not None])
+        await self.listener.stop()
 
     def reconfigure(self, config: WebSocketConfig) -> None:
         """Same address, new settings: new origins and inject rights apply to what comes next;
@@ -178,12 +185,13 @@ class WebSocketServer:
         assert config.listen == self.config.listen
         old, self.config = self.config, config
         if config.token != old.token:
-            for sub in list(self.connections.values()):
-                if sub is not None and isinstance(sub.peer, _WebSocketPeer):
+            sessions = [sub for sub in self.connections.values() if sub is not None]
+            for sub in sessions:
+                if isinstance(sub.peer, _WebSocketPeer):
                     sub.peer.finish(1008, "the token was changed; authenticate again")
-                    # Now, not when the close completes: nothing more is written to it (a write
-                    # it would never send must not count as delivered); what it held moves on.
-                    self.hub.detach(sub)
+            # Now, not when the closes complete, and all together: nothing more is written to
+            # them, and what one held never goes to another that is closing too.
+            self.hub.detach_all(sessions)
 
     def status(self) -> dict[str, Any]:
         authenticated = sum(1 for sub in self.connections.values() if sub is not None)
@@ -306,9 +314,5 @@ class WebSocketServer:
                     answer = reply("?", False, error=str(e))
                 else:
                     answer = await self.dispatch(WEBSOCKET, obj, sub, None)  # no Unix credentials over TCP
-            out = dumps(answer)
-            if sub.peer.buffered() + len(out) > self.hub.client_buffer_bytes:
-                log.warning("client_dropped", peer=sub.peer.description, why="not reading its replies")
-                sub.peer.close("not reading")
-                return
-            sub.peer.write(out)
+            # Paced for an HIS like its scans; a monitor or a tool that stopped reading is dropped.
+            self.hub.reply(sub, dumps(answer))
