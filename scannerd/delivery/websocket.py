@@ -35,6 +35,7 @@ import structlog
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from ..config import WebSocketConfig, is_loopback
 from ..protocol import ProtocolError, decode_command, dumps, hello, reply
@@ -95,8 +96,8 @@ class _WebSocketPeer:
         self.sender = asyncio.get_running_loop().create_task(self._send_all())
 
     def write(self, data: bytes) -> bool:
-        if self._closed:
-            return False  # closing: nothing written, nothing to count
+        if self._closed or self.connection.state is not State.OPEN:
+            return False  # closing (our side or theirs): nothing written, nothing to count
         # One message per JSON line. Split on b"\n" only: str.splitlines() also cuts at U+2028
         # and friends, which JSON leaves unescaped inside strings.
         for line in data.split(b"\n"):
