@@ -10,7 +10,7 @@ import sys
 from . import __version__, commands
 
 # Order in `scannerd --help`: what a technician reaches for first.
-_ORDER = ["run", "listen", "status", "devices", "test", "inject", "classify", "check_config", "stats", "report", "record", "replay", "install"]
+_ORDER = ["run", "demo", "listen", "status", "devices", "test", "inject", "classify", "check_config", "stats", "report", "record", "replay", "install"]
 
 
 def build_parser() -> argparse.ArgumentParser:

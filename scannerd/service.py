@@ -22,17 +22,20 @@ from .acceptance.station import StationAcceptance
 from .census import Census
 from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config, with_secrets
+from .daycounts import DayCounts, DayCountSink, default_state_dir
 from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .delivery.websocket import WebSocketServer
 from .framing import TERMINATORS, FramingSpec
+from .hints import NoScannerHint
+from .latency_window import LatencyWindow
 from .loop_errors import LoopErrorHandler
 from .metrics import Metrics
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
-from .protocol import encode_event
+from .protocol import encode_event, wall_clock_iso
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sources import registry
@@ -84,9 +87,15 @@ class Daemon:
         self.classifier = config.classifier()
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
+        self.no_scanner_hint = NoScannerHint()
         # Delivery: outcomes are counted by whoever subscribes (metrics now, the ledger later).
         self.outcomes = Outcomes()
         self.outcomes.subscribe(OutcomeMetrics(self.metrics))
+        # For `status`: today's counts per device (kept across restarts, counts only) and recent latency.
+        self.day_counts = DayCountSink(DayCounts.open(default_state_dir()))
+        self.latency = LatencyWindow()
+        self.outcomes.subscribe(self.latency.on_outcome)
+        self.last_reload: dict[str, Any] | None = None
         self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
                        queue_limit=config.policy.queue_limit)
         # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
@@ -116,6 +125,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         self.socket_server = self._make_socket_server(self.config)
         await self.socket_server.start()
+        await self.day_counts.start()
         await self._start_mqtt(self.config)
         self._sync_sinks()
         await self._start_metrics(self.config)
@@ -127,6 +137,7 @@ class Daemon:
         await self._start_discovery()
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
+        self._hint_if_no_scanner()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -173,10 +184,17 @@ class Daemon:
         while True:
             await asyncio.sleep(10)
             self.notifier.status(self.status_line())
+            self._hint_if_no_scanner()
+            self.day_counts.flush()
+
+    def _hint_if_no_scanner(self) -> None:
+        hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
+        if hint is not None:
+            log.warning("no_scanner", hint=hint)
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
-        parts = [f"{present}/{len(self.running)} scanners present", f"{self.pipeline.scans_today} scans today"]
+        parts = [f"{present}/{len(self.running)} scanners present", f"{self.day_counts.counts.scans} scans today"]
         counts = self.hub.counts()
         parts.append(f"socket {counts['his']} his, {counts['monitors']} monitors")
         if self.mqtt_sink is not None:
@@ -236,7 +254,7 @@ class Daemon:
         await self._start_websocket(new)
 
     def _sync_sinks(self) -> None:
-        self.sinks = [self.hub] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
+        self.sinks = [self.hub, self.day_counts] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
         self.pipeline.set_sinks(self.sinks)
 
     # --- sources --------------------------------------------------------------------------
@@ -369,6 +387,7 @@ class Daemon:
                 ok = False
             finally:
                 self.notifier.ready(self.status_line())
+            self.last_reload = {"ok": ok, "at": wall_clock_iso()}
             return ok
 
     async def _reload(self) -> bool:
@@ -530,7 +549,10 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "config": self.config.source,
             "site": dataclasses.asdict(self.config.site),
-            "scans_today": self.pipeline.scans_today,
+            "scans_today": self.day_counts.counts.scans,
+            "today": self.day_counts.counts.snapshot(),
+            "latency": self.latency.snapshot(),
+            "last_reload": self.last_reload,
             "devices": self.devices(),
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),

@@ -15,3 +15,10 @@ if "STATE_DIRECTORY" not in os.environ:
     _state = tempfile.mkdtemp(prefix="scannerd-test-state-")
     os.environ["STATE_DIRECTORY"] = _state
     atexit.register(shutil.rmtree, _state, ignore_errors=True)
+
+# The technician commands speak the locale's language (scannerd/i18n.py) and the tests read
+# their English: a developer's zh_CN shell must not change what the suite sees. Tests of the
+# Chinese output set LANG themselves.
+for _var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_var, None)
+os.environ["LANG"] = "C.UTF-8"

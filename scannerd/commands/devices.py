@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
+from ..config import Config, ScannerConfig
+from ..i18n import _
 from ..sources.discovery import (
     KNOWN_SCANNER_VENDORS,
     DeviceDescription,
@@ -53,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
         descs = list_descriptions(context)
         usb = list_usb(context)
     except Exception as e:  # no libudev / no /sys (containers)
-        print(f"error: cannot enumerate devices through udev: {type(e).__name__}: {e}", file=sys.stderr)
+        print(_("error: cannot enumerate devices through udev: {error}").format(error=f"{type(e).__name__}: {e}"), file=sys.stderr)
         return 1
     rows = report(config, descs, usb, readable=lambda p: os.access(p, os.R_OK))
+    rows = configured(config, rows, usb) + rows
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
@@ -69,7 +71,7 @@ def list_usb(context: Any) -> list[UsbDescription]:
     for dev in context.list_devices(subsystem="usb", DEVTYPE="usb_device"):
         attrs = dev.attributes
 
-        def get(name: str) -> str:
+        def get(name: str, attrs: Any = attrs) -> str:
             v = attrs.get(name)
             return v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else ""
 
@@ -118,27 +120,78 @@ def report(config: Config, descs: list[DeviceDescription], usb: list[UsbDescript
     return rows
 
 
+def configured(config: Config, rows: list[dict[str, Any]], usb: list[UsbDescription],
+               exists: Any = os.path.exists) -> list[dict[str, Any]]:
+    """One row per [[scanner]] entry, found or missing, and why. Pure but for `exists`."""
+    out: list[dict[str, Any]] = []
+    for scanner in config.scanners:
+        nodes = [str(r.get("devnode") or r.get("usb") or "?") for r in rows
+                 if r.get("scanner") == scanner.name and r.get("action") == "config"]
+        row: dict[str, Any] = {"kind": "scanner", "scanner": scanner.name, "transport": scanner.transport}
+        if nodes:
+            row.update(action="found", reason=_("found: {nodes}").format(nodes=", ".join(nodes)))
+        elif scanner.path and exists(scanner.path):
+            row.update(action="found", reason=_("{path} exists but udev does not list it (a pseudo-terminal, or a container); "
+                                                "the daemon opens it directly").format(path=scanner.path))
+        else:
+            row.update(action="missing", reason=missing_reason(scanner, rows, usb))
+        out.append(row)
+    return out
+
+
+def missing_reason(scanner: ScannerConfig, rows: list[dict[str, Any]], usb: list[UsbDescription]) -> str:
+    """Why no device matches a [[scanner]] entry: the first criterion that nothing meets."""
+    if scanner.path:
+        return _("{path} does not exist: unplugged, or it has another name now (ls -l /dev/serial/by-id/ /dev/input/by-id/)").format(path=scanner.path)
+    if scanner.usb:
+        connected = [u for u in usb if f"{u.vid}:{u.pid}" == scanner.usb]
+        if not connected:
+            return _("no connected USB device has id {usb} (lsusb lists what is plugged in)").format(usb=scanner.usb)
+        if not any(r.get("usb") == scanner.usb and r.get("kind") in ("input", "serial") for r in rows):
+            return _("USB device {usb} is connected but has no keyboard or serial node: probably HID-POS or another USB mode").format(usb=scanner.usb)
+        if scanner.match_name or scanner.by_id:
+            return _("USB device {usb} is connected but not every criterion of the entry matches (match_name, by_id): see its line below").format(usb=scanner.usb)
+        return _("USB device {usb} is connected but its node is of another transport than {transport!r}").format(usb=scanner.usb, transport=scanner.transport)
+    if scanner.by_id:
+        return _("no device has the by-id link {by_id}").format(by_id=scanner.by_id)
+    if scanner.match_name:
+        return _("no input device name matches {regex!r}").format(regex=scanner.match_name)
+    return _("the entry gives no path, usb, by_id or match_name to find it by")
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     lines: list[str] = []
-    titles = {"input": "INPUT DEVICES (keyboard wedge: evdev)", "serial": "SERIAL PORTS", "usb": "USB DEVICES"}
+    titles = {
+        "scanner": _("CONFIGURED SCANNERS ([[scanner]] entries)"),
+        "input": _("INPUT DEVICES (keyboard wedge: evdev)"),
+        "serial": _("SERIAL PORTS"),
+        "usb": _("USB DEVICES"),
+    }
+    marks = {"config": _("→ USE"), "auto": _("→ AUTO"), "ignored": _("  skip"), "info": "  ",
+             "found": _("→ FOUND"), "missing": _("  MISSING")}
     for kind, title in titles.items():
         group = [r for r in rows if r["kind"] == kind]
         lines.append(title)
         if not group:
-            lines.append("  (none)")
+            lines.append(_("  (none: scanners are auto-detected)") if kind == "scanner" else _("  (none)"))
         for r in group:
-            if kind == "usb":
+            if kind == "scanner":
+                lines.append(f"  {r['scanner']}  ({r['transport']})")
+            elif kind == "usb":
                 lines.append(f"  {r['usb']}  {r['name'] or '?'}")
             else:
                 lines.append(f"  {r['devnode']}  {r['usb'] or '-'}  {r['name'] or '?'}")
                 if r["by_id"]:
                     lines.append(f"      by-id: {r['by_id']}")
-            mark = {"config": "→ USE", "auto": "→ AUTO", "ignored": "  skip", "info": "  "}[r["action"]]
-            lines.append(f"      {mark}: {r['reason']}".rstrip())
-            if "scanner" in r:
-                extra = f", grab={'yes' if r.get('grab') else 'no'}, layout={r['layout']}" if "grab" in r else ""
-                lines.append(f"      as scanner {r['scanner']!r}{extra}")
+            # Reasons from discovery are English text; the fixed ones have a translation.
+            mark = marks.get(r["action"], "  ")
+            lines.append(f"      {mark}: {_(r['reason'])}".rstrip())
+            if "scanner" in r and kind != "scanner":
+                extra = ""
+                if "grab" in r:
+                    extra = _(", grab={grab}, layout={layout}").format(grab=_("yes") if r.get("grab") else _("no"), layout=r["layout"])
+                lines.append(_("      as scanner {name!r}{extra}").format(name=r["scanner"], extra=extra))
             if "warning" in r:
-                lines.append(f"      ! {r['warning']}")
+                lines.append(f"      ! {_(r['warning'])}")
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import BAUDRATES, LAYOUTS, Config, ScannerConfig
 from ..framing import FramingSpec
+from ..i18n import _
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected, mask
 from ..sources.base import FramedInput, FrameSink
 from ..sources.evdev_wedge import (
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     transport = transport_of(config, args.device, serial=args.serial)
     resolved = resolve_device(config, args.device, udev_descriptions(), transport=transport)
     if isinstance(resolved, str):
-        print(f"error: {resolved}", file=sys.stderr)
+        print(_("error: {message}").format(message=resolved), file=sys.stderr)
         return 2
     path, scanner = resolved
     if transport == "serial":
@@ -129,7 +130,10 @@ class _Tester:
 
     def channel_of(self, text: str, symbology: str | None) -> tuple[str | None, str]:
         c = self.classifier.classify(text, symbology)
-        return c.channel, f"{c.channel}/{c.kind} (rule {c.rule})" + (f" REJECTED: {c.reject_reason}" if c.reject_reason else "")
+        label = _("{channel}/{kind} (rule {rule})").format(channel=c.channel, kind=c.kind, rule=c.rule)
+        if c.reject_reason:
+            label += _(" REJECTED: {reason}").format(reason=c.reject_reason)
+        return c.channel, label
 
     def on_item(self, item: Frame | Rejected) -> None:
         notes = self.decoder_notes()
@@ -139,15 +143,16 @@ class _Tester:
             self.done.set()  # the report below still prints: done is only awaited afterwards
         shown = item.text if self.show else mask(item.text)
         if isinstance(item, Rejected):
-            print(f"#{self.count} reject: {item.reason}  {shown!r}")
+            print(_("#{n} reject: {reason}  {shown}").format(n=self.count, reason=item.reason, shown=repr(shown)))
             for note in sorted(notes):
-                print(f"   note: {note}")
+                print(_("   note: {note}").format(note=note))
             if item.reason == "no_terminator":
-                print(f"   ! no terminator: the read ended on the {self.scanner.idle_gap_ms} ms idle gap without "
-                      f"{self.scanner.terminator}; program that suffix on the scanner, or set terminator = \"auto\"")
+                print(_("   ! no terminator: the read ended on the {gap} ms idle gap without {terminator}; program that "
+                        "suffix on the scanner, or set terminator = \"auto\"").format(gap=self.scanner.idle_gap_ms,
+                                                                                  terminator=self.scanner.terminator))
             return
         channel, label = self.channel_of(item.text, item.symbology)
-        upper, _ = self.channel_of(item.text.upper(), item.symbology)
+        upper = self.channel_of(item.text.upper(), item.symbology)[0]
         others: dict[str, tuple[str, str | None]] = {}
         for name in LAYOUTS:
             if name != self.scanner.layout and keys:
@@ -156,7 +161,7 @@ class _Tester:
         if channel in (None, "unknown") and others:
             hint = suggest_layout(item.text, self.scanner.layout, others)
             self.layout_hint = hint[0] if hint else self.layout_hint
-        print(f"#{self.count} {label or 'scan'}  {shown!r}{'  [' + item.symbology + ']' if item.symbology else ''}")
+        print(f"#{self.count} {label or _('scan')}  {shown!r}{'  [' + item.symbology + ']' if item.symbology else ''}")
         print("   " + timing_line(item))
         warnings = diagnose(item, channel=channel, upper_channel=upper, notes=notes, idle_gap_ms=self.scanner.idle_gap_ms,
                             layout=self.scanner.layout, other_layouts=others, shared_keyboard=self.scanner.shared_keyboard,
@@ -171,27 +176,29 @@ class _Tester:
         if self.present:
             if self.scanner.transport == "serial":
                 s = self.scanner
-                how = f"{s.baudrate} {s.bytesize}{s.parity}{s.stopbits:g}, {s.encoding}, locked"
+                how = _("{line}, {encoding}, locked").format(line=f"{s.baudrate} {s.bytesize}{s.parity}{s.stopbits:g}", encoding=s.encoding)
             else:
-                grab = "grabbed" if effective_grab(self.scanner) else "NOT grabbed (scans also reach the focused window)"
-                how = f"{grab}, layout {self.scanner.layout}"
-            print(f"{self.scanner.path}: open, {how}; scan a code (Ctrl-C to stop)", flush=True)
+                grab = _("grabbed") if effective_grab(self.scanner) else _("NOT grabbed (scans also reach the focused window)")
+                how = _("{grab}, layout {layout}").format(grab=grab, layout=self.scanner.layout)
+            print(_("{path}: open, {how}; scan a code (Ctrl-C to stop)").format(path=self.scanner.path, how=how), flush=True)
         else:
             print(f"{self.scanner.path}: {ev.state} {ev.reason}".rstrip())
             if "busy" in ev.reason.lower() or "lock" in ev.reason.lower():
-                print("   ! another program holds the device: is the scannerd service running? "
-                      "Stop it for the test" + (", or use --no-grab to watch alongside it" if
-                                                 self.scanner.transport == "evdev" else ""))
+                if self.scanner.transport == "evdev":
+                    print(_("   ! another program holds the device: is the scannerd service running? Stop it for the "
+                            "test, or use --no-grab to watch alongside it"))
+                else:
+                    print(_("   ! another program holds the device: is the scannerd service running? Stop it for the test"))
 
     def report(self) -> None:
         """What the scanner sent over the session, and the entry to paste."""
         self.observed.finish()
         layout = self.layout_hint or self.scanner.layout if self.scanner.transport == "evdev" else None
-        print("what this scanner sends:")
+        print(_("what this scanner sends:"))
         for line in self.observed.summary(self.scanner.transport, layout):
             print(f"  {line}")
         if self.observed.reads:
-            print("paste into the config (/etc/scannerd/config.toml):")
+            print(_("paste into the config (/etc/scannerd/config.toml):"))
             for line in self.observed.scanner_lines(self.scanner, layout):
                 print(f"  {line}")
 
@@ -224,10 +231,11 @@ class _TapInput(FramedInput):
 def timing_line(frame: Frame) -> str:
     n = len(frame.gaps_ns) + 1
     seconds = (frame.last_ns - frame.first_ns) / 1e9
-    rate = f"{(n - 1) / seconds:.0f} chars/s" if seconds > 0 else "- chars/s"
+    rate = _("{rate:.0f} chars/s").format(rate=(n - 1) / seconds) if seconds > 0 else _("- chars/s")
     worst = max_gap_ms(frame.gaps_ns)
-    gap = f"max gap {worst:.1f} ms" if worst is not None else "max gap -"
-    return f"{len(frame.text)} chars, {frame.scan_ms:.1f} ms, {rate}, {gap}, ended by {frame.ended_by}"
+    gap = _("max gap {ms:.1f} ms").format(ms=worst) if worst is not None else _("max gap -")
+    return _("{n} chars, {ms:.1f} ms, {rate}, {gap}, ended by {ended_by}").format(
+        n=len(frame.text), ms=frame.scan_ms, rate=rate, gap=gap, ended_by=frame.ended_by)
 
 
 def _strip_terminator(text: str) -> str:
@@ -235,7 +243,7 @@ def _strip_terminator(text: str) -> str:
 
 
 def _mask_quoted(warning: str, others: dict[str, tuple[str, str | None]]) -> str:
-    for text, _ in others.values():
+    for text, _channel in others.values():
         if text and repr(text) in warning:
             warning = warning.replace(repr(text), repr(mask(text)))
     return warning
@@ -299,7 +307,7 @@ async def _watch(t: _Tester, run: Coroutine[Any, Any, None], args: argparse.Name
         loop.remove_signal_handler(sig)
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    print(f"{t.count} read(s)")
+    print(_("{n} read(s)").format(n=t.count))
     if t.opened:
         t.report()
     if ended_by_itself and not t.present:
