@@ -417,12 +417,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
-    transports = registry.names()
-    if t.data.get("transport") == "hidpos" and "hidpos" not in transports:
-        # Said plainly rather than failing at start: this build has no HID-POS source.
-        raise t.err("transport", 'expected serial | evdev: HID-POS ("hidpos") is not supported yet; '
-                    "program the scanner to USB-COM (serial) or keyboard (evdev) mode")
-    transport = t.choice("transport", transports, "serial")
+    transport = t.choice("transport", registry.names(), "serial")
     path = t.get("path", str, "")
     usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
     match_name = t.get("match_name", str, "")
@@ -487,6 +482,8 @@ def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, A
             out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
         else:
             out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+        if setting.pattern:
+            t.check(setting.name, out[setting.name], setting.pattern, setting.doc)
     return out
 
 

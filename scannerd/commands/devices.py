@@ -22,6 +22,7 @@ from ..sources.discovery import (
     match_device,
 )
 from ..sources.evdev_wedge import effective_grab
+from ..sources.hid_inventory import describe_descriptor, usb_scanner_info
 from ._common import add_config_option, config_or_exit_code
 
 
@@ -32,6 +33,7 @@ class UsbDescription:
     name: str
     serial: str = ""
     device_class: str = ""  # bDeviceClass, "09" for hubs
+    port_path: str = ""  # sysfs name, e.g. "1-1.4"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,10 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "ignored and why). Reads udev/sysfs only; opens nothing.")
     add_config_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.add_argument("--dump-descriptor", metavar="DEVICE",
+                   help="print the HID report descriptor of a hidraw node (/dev/hidraw2) as hex, to send to the project")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dump_descriptor:
+        return dump_descriptor(args.dump_descriptor)
     config = config_or_exit_code(args)
     if isinstance(config, int):
         return config
@@ -76,18 +82,21 @@ def list_usb(context: Any) -> list[UsbDescription]:
             return v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else ""
 
         name = " ".join(p for p in (get("manufacturer"), get("product")) if p)
-        out.append(UsbDescription(get("idVendor").lower(), get("idProduct").lower(), name, get("serial"), get("bDeviceClass")))
+        out.append(UsbDescription(get("idVendor").lower(), get("idProduct").lower(), name, get("serial"), get("bDeviceClass"),
+                                  dev.sys_name))
     return out
 
 
 def report(config: Config, descs: list[DeviceDescription], usb: list[UsbDescription],
-           readable: Any = lambda _p: True) -> list[dict[str, Any]]:
+           readable: Any = lambda _p: True, sys_root: str = "/sys") -> list[dict[str, Any]]:
     """One dict per device: kind, node/ids, action (config|auto|ignored|info) and the reason. Pure."""
     rows: list[dict[str, Any]] = []
     for d in descs:
+        if d.subsystem == "usb":
+            continue  # USB device nodes: the USB DEVICES section below
         r = match_device(config, d)
         row: dict[str, Any] = {
-            "kind": "input" if d.subsystem == "input" else "serial",
+            "kind": {"input": "input", "hidraw": "hidraw"}.get(d.subsystem, "serial"),
             "devnode": d.devnode,
             "name": d.name,
             "usb": d.usb_id,
@@ -110,13 +119,16 @@ def report(config: Config, descs: list[DeviceDescription], usb: list[UsbDescript
         usb_id = f"{u.vid}:{u.pid}"
         nodes = [d.devnode for d in descs if d.usb_id == usb_id]
         if u.vid in vendors and not nodes:
-            action, reason = "info", ("scanner vendor with no keyboard or serial node: probably HID-POS mode, which "
-                                      "scannerd does not read yet; program it to USB-COM (serial) or keyboard mode")
+            action, reason = "info", ("scanner vendor with no keyboard, serial or hidraw node: if it is in HID-POS mode "
+                                      'without hidraw, read it with transport = "hidpos", backend = "pyusb"')
         elif nodes:
             action, reason = "info", "nodes: " + ", ".join(nodes)
         else:
             action, reason = "info", "no input or serial node"
-        rows.append({"kind": "usb", "usb": usb_id, "name": u.name, "serial": u.serial, "action": action, "reason": reason})
+        row = {"kind": "usb", "usb": usb_id, "name": u.name, "serial": u.serial, "action": action, "reason": reason}
+        if u.vid in vendors or any(d.subsystem == "hidraw" and d.hid_pos for d in descs if d.usb_id == usb_id):
+            row.update(usb_scanner_info(usb_id, u.port_path, descs, sys_root))
+        rows.append(row)
     return rows
 
 
@@ -165,6 +177,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         "scanner": _("CONFIGURED SCANNERS ([[scanner]] entries)"),
         "input": _("INPUT DEVICES (keyboard wedge: evdev)"),
         "serial": _("SERIAL PORTS"),
+        "hidraw": _("HID NODES (HID-POS: hidraw)"),
         "usb": _("USB DEVICES"),
     }
     marks = {"config": _("→ USE"), "auto": _("→ AUTO"), "ignored": _("  skip"), "info": "  ",
@@ -193,5 +206,43 @@ def render(rows: list[dict[str, Any]]) -> str:
                 lines.append(_("      as scanner {name!r}{extra}").format(name=r["scanner"], extra=extra))
             if "warning" in r:
                 lines.append(f"      ! {_(r['warning'])}")
+            lines.extend(render_hid(r))
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def render_hid(r: dict[str, Any]) -> list[str]:
+    """The HID-POS lines of a USB device's row: mode, interfaces, and the switch hint."""
+    if "mode" not in r:
+        return []
+    lines = [f"      mode: {r['mode']}"]
+    for i in r["interfaces"]:
+        pages = f" pages {', '.join(i['usage_pages'])}" if i.get("usage_pages") else ""
+        name = f" \"{i['name']}\"" if i["name"] else ""
+        lines.append(f"      interface {i['number']}: {i['class']}{name}{pages} driver {i['driver'] or '-'}")
+    lines.extend(f"      {key}: {r[key]}" for key in ("note", "hint") if key in r)
+    return lines
+
+
+def dump_descriptor(device: str, sys_root: str = "/sys") -> int:
+    """`--dump-descriptor /dev/hidrawN`: the report descriptor as hex on stdout, a summary on stderr."""
+    from ..sources.hidpos import hidraw_descriptor, sysfs_descriptor
+
+    raw = sysfs_descriptor(os.path.realpath(device), sys_root)
+    if raw is None:
+        try:
+            fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            print(f"error: cannot read the report descriptor of {device}: {e.strerror or e} "
+                  "(give a /dev/hidrawN node; see `scannerd devices`)", file=sys.stderr)
+            return 1
+        try:
+            raw = hidraw_descriptor(fd)
+        except OSError as e:
+            print(f"error: {device} is not a hidraw node ({e.strerror or e})", file=sys.stderr)
+            return 1
+        finally:
+            os.close(fd)
+    print(raw.hex())
+    print(describe_descriptor(raw), file=sys.stderr)
+    return 0

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
@@ -31,15 +31,27 @@ class SourceRequest:
     reopen: bool
 
 
+class Framing(Protocol):
+    """What the idle timer and abort need of a framer (Framer, or HID-POS's Reassembler)."""
+
+    def deadline_ns(self) -> int | None: ...
+    def flush(self, now_ns: int) -> Sequence[Frame | Rejected]: ...
+    def abort(self, reason: str, now_ns: int) -> Sequence[Frame | Rejected]: ...
+
+
 class FramedInput:
     """A Framer plus the idle-gap timer that flushes it; one per device, never shared.
 
     Sources push characters with their times (monotonic ns: arrival for serial, the kernel
     event time mapped onto the monotonic clock for evdev); complete frames go to `emit`.
+    A source that frames by itself (HID-POS reports) passes its own `framing` and hands what
+    it made to deliver(); abort and the idle timer then work on that.
     """
 
-    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink, *, encoding: str | None = None) -> None:
+    def __init__(self, device: str, spec: FramingSpec, emit: FrameSink, *, encoding: str | None = None,
+                 framing: Framing | None = None) -> None:
         self.framer = Framer(device, spec, encoding=encoding)
+        self._framing: Framing = framing or self.framer
         self._emit = emit
         self._timer: asyncio.TimerHandle | None = None
 
@@ -58,7 +70,11 @@ class FramedInput:
         """Raw bytes of a read (serial), decoded by the framer so a cut character is caught."""
         self._emit_all(self.framer.feed_bytes(data, t_ns))
 
-    def _emit_all(self, items: list[Frame | Rejected]) -> None:
+    def deliver(self, items: Sequence[Frame | Rejected]) -> None:
+        """Frames and rejects a source's own framing made (HID-POS reassembly)."""
+        self._emit_all(items)
+
+    def _emit_all(self, items: Sequence[Frame | Rejected]) -> None:
         for item in items:
             self._emit(item)
         self._arm_timer()
@@ -66,7 +82,7 @@ class FramedInput:
     def abort(self, reason: str) -> None:
         """Drop a partial frame as a reject (device removed, kernel dropped events)."""
         self._cancel_timer()
-        for item in self.framer.abort(reason, time.monotonic_ns()):
+        for item in self._framing.abort(reason, time.monotonic_ns()):
             self._emit(item)
 
     def close(self) -> None:
@@ -79,7 +95,7 @@ class FramedInput:
 
     def _arm_timer(self) -> None:
         self._cancel_timer()
-        deadline = self.framer.deadline_ns()
+        deadline = self._framing.deadline_ns()
         if deadline is None:
             return
         loop = asyncio.get_running_loop()
@@ -89,7 +105,7 @@ class FramedInput:
 
     def _on_idle(self) -> None:
         self._timer = None
-        for item in self.framer.flush(time.monotonic_ns()):
+        for item in self._framing.flush(time.monotonic_ns()):
             self._emit(item)
         self._arm_timer()
 

@@ -26,6 +26,9 @@ class Setting:
     default: str | bool | int
     choices: tuple[str, ...] = ()  # for a string: the values it may take (empty: any string)
     doc: str = ""
+    # For a string: a regular expression a non-empty value must match in full; `doc` then says
+    # what was expected in the config error.
+    pattern: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,4 +96,17 @@ register(Transport(
     description="USB keyboard-wedge scanners through the kernel input layer (python-evdev), grabbed",
     udev_subsystems=("input",),
     source="scannerd.sources.evdev_wedge:EvdevWedgeSource",
+))
+register(Transport(
+    name="hidpos",
+    description="USB HID-POS scanners (usage page 0x008C) through hidraw, or libusb (pyusb) with backend = \"pyusb\"",
+    udev_subsystems=("hidraw", "usb"),
+    source="scannerd.sources.hidpos:HidPosSource",
+    settings=(
+        Setting("backend", "hidraw", ("hidraw", "pyusb"), "read through the kernel's hidraw node, or libusb"),
+        Setting("serial", "", doc="USB serial number, to tell identical scanners at one PC apart"),
+        Setting("port_path", "", doc='a USB port path as in /sys/bus/usb/devices, e.g. "1-1.4"',
+                pattern=r"\d+-\d+(\.\d+)*"),
+        Setting("beep_on_reject", False, doc="the host decides the beep: good for a code, error for a reject"),
+    ),
 ))

@@ -291,3 +291,53 @@ def test_udev_rules_group_and_links_then_udev_hotplug(vm: RunResult) -> None:
     assert r["daemon_reopened"] and r["reopen_after_node_s"] <= HOTPLUG_SANITY_S, r.get("reopen_after_node_s")
     assert channels(r["events_replug"]) == [("unionpay", "payment", r["after"])]
     assert r["daemon_pid_same"]
+
+
+# --- USB HID-POS: a configfs gadget with a Honeywell-style 0x008C report descriptor -----------
+
+def _hidpos_daemon_asserts(r: dict[str, Any], device: str) -> None:
+    assert r["node"], f"the HID-POS gadget never appeared: {r.get('sysfs_hidraw')}"
+    assert r["daemon_opened"], r.get("daemon_log")
+    sent = r["sent"]
+    assert r["long_reports"] == 3
+    got = [(e["channel"], e["kind"], e["code"], e["symbology"], e["device"]) for e in scans(r["events"])]
+    assert got == [("wechat", "payment", sent["short"], "qr", device),
+                   (got[1][0], got[1][1], sent["long"], "qr", device)], r["events"]
+    assert rejects(r["events"]) == []
+    # Unbound mid-code: the half code is a device_removed reject, never a scan.
+    assert [(e["type"], e["reason"]) for e in r["events_unplug"]] == [("reject", "device_removed")], r["events_unplug"]
+    assert r["node_gone"]
+    assert r["node_back"] and r["daemon_reopened"], r
+    assert channels(r["events_replug"]) == [("alipay", "payment", r["after"])]
+    assert r["daemon_alive"]
+
+
+def test_hidpos_gadget_through_hidraw(vm: RunResult) -> None:
+    r = result(vm, "hidpos_hidraw_daemon")
+    _hidpos_daemon_asserts(r, "pos-hidraw")
+
+
+def test_hidpos_gadget_through_pyusb(vm: RunResult) -> None:
+    r = result(vm, "hidpos_pyusb_daemon")
+    _hidpos_daemon_asserts(r, "pos-pyusb")
+    assert r["hidraw_gone_while_claimed"]  # usbhid was detached from the POS interface only
+    assert r["hidraw_back_after_stop"]  # and reattached when the daemon stopped
+    # libusb hears of a replugged device from udevd (as in production); the rules cover both nodes.
+    assert r["udevd"]
+    assert r["usbfs_facts"] == {"group": "scannerd", "mode": "0o660"}
+    assert r["hidraw_facts"] == {"group": "scannerd", "mode": "0o660"}
+
+
+def test_hidpos_output_reports_reach_the_gadget(vm: RunResult) -> None:
+    r = result(vm, "hidpos_feedback_and_control")
+    assert r["node"] and r["descriptor_matches"]  # HIDIOCGRDESC on a real hidraw node
+    trigger_on = "fd0316540d" + "00" * 59
+    trigger_off = "fd0316550d" + "00" * 59
+    for backend in ("hidraw", "pyusb"):
+        seen = r[backend]
+        assert seen["present"], (backend, seen)
+        assert (seen["good"], seen["bad"], seen["enable"], seen["disable"]) == ("0440", "0420", trigger_on, trigger_off), (backend, seen)
+        assert seen["frame"] == ["qr"], (backend, seen)
+        assert seen["thread_alive_after_stop"] in (None, False)
+    assert r["pyusb"]["thread_alive_after_stop"] is False
+    assert r["hidraw_back"]
