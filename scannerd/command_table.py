@@ -132,6 +132,7 @@ class Services(Protocol):
     def device_names(self) -> list[str]: ...
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]: ...
     async def disarm(self, device: str) -> dict[str, Any]: ...
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]: ...
     def inject(self, device: str, code: str, symbology: str | None) -> dict[str, Any]: ...
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]: ...
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]: ...
@@ -204,6 +205,12 @@ async def _disarm(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[s
     return await s.disarm(_device(s, a["device"]))
 
 
+async def _display(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[str, Any]:
+    if a.get("amount_fen") is None and a.get("voice") is None:
+        raise CommandError('display needs "amount_fen" and/or "voice"')
+    return await s.display(_device(s, a["device"]), a.get("amount_fen"), a.get("voice"))
+
+
 async def _inject(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[str, Any]:
     return s.inject(_device(s, a["device"]), a["code"], a.get("symbology"))
 
@@ -231,6 +238,11 @@ COMMANDS: tuple[Command, ...] = (
         "voice": Arg("str", max_len=100, doc="prompt a scan box speaks"),
     }, read_only=False),
     Command("disarm", "close a kiosk's scan window", _disarm, {"device": _DEVICE}, read_only=False),
+    Command("display", "show an amount and/or speak a prompt on a scan box, without arming", _display, {
+        "device": _DEVICE,
+        "amount_fen": Arg("int", lo=0, hi=10**10, doc="amount to show, in fen"),
+        "voice": Arg("str", max_len=100, doc="prompt to speak"),
+    }, read_only=False),
     Command("inject", "a test scan from a configured scanner (local socket only)", _inject, {
         "device": _DEVICE,
         "code": Arg("str", required=True, max_len=65536),

@@ -123,6 +123,9 @@ class ScannerConfig:
     alt_numpad: bool = False
     human_max_median_gap_ms: float = 15.0
     human_min_chars: int = 6
+    # Scanner control (serial): a profile name from scannerd/control/profiles or [[control.profile]].
+    control: str = ""
+    lock_setup_codes: bool = False  # send the profile's forbid-setup-barcodes command on open
     # Keys only this scanner's transport understands, parsed by its registry entry.
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -131,6 +134,21 @@ class ScannerConfig:
         # the idle gap its transport needs unless one was given.
         if self.idle_gap_ms == 0:
             object.__setattr__(self, "idle_gap_ms", default_idle_gap_ms(self.transport))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """[control]: prompts per role, an amount ceiling, and the profiles (built-in + site)."""
+
+    kiosk_voice: str = ""
+    window_voice: str = ""
+    max_amount_fen: int = 0  # 0: what each device can show
+    recover_interval_s: float = 2.0
+    # name → scannerd.control.profile.Profile (typed Any here: config does not import control)
+    profiles: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def voice_for(self, role: str) -> str:
+        return self.kiosk_voice if role == "kiosk" else self.window_voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +273,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     websocket: WebSocketConfig | None = None  # None: no [websocket] section, no TCP listener
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
@@ -468,8 +487,14 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
+        control=t.get("control", str, ""),
+        lock_setup_codes=t.get("lock_setup_codes", bool, False),
         settings=_transport_settings(t, registry.get(transport)),
     )
+    if scanner.control and transport != "serial":
+        raise t.err("control", "expected control only on a serial scanner (HID-POS output reports come with HID-POS)")
+    if scanner.lock_setup_codes and not scanner.control:
+        raise t.err("lock_setup_codes", 'expected a control profile on this scanner (control = "…") to send it with')
     t.finish()
     return scanner
 
@@ -649,6 +674,23 @@ def _discovery(t: _Table) -> DiscoveryConfig:
     return cfg
 
 
+def _control(t: _Table) -> ControlConfig:
+    # Imported here: the control package imports config.
+    from .control.profile import builtin_profiles, site_profiles
+
+    t.used.add("profile")
+    profiles = site_profiles(t.data.get("profile", []), t.file, builtin_profiles())
+    cfg = ControlConfig(
+        kiosk_voice=t.get("kiosk_voice", str, ""),
+        window_voice=t.get("window_voice", str, ""),
+        max_amount_fen=t.number("max_amount_fen", 0, 0, 99_999_999),
+        recover_interval_s=t.number("recover_interval_s", 2.0, 0.1, 600, integer=False),
+        profiles=profiles,
+    )
+    t.finish()
+    return cfg
+
+
 _KIND_NAME = r"[a-z][a-z0-9_]{0,39}"
 
 
@@ -715,6 +757,30 @@ def _acceptance(t: _Table) -> AcceptanceConfig:
     return cfg
 
 
+def _check_control(file: str, control: ControlConfig, scanners: tuple[ScannerConfig, ...]) -> None:
+    """Every scanner's profile exists, and the role's prompt and the amount ceiling suit it."""
+    from .control.params import ControlParamError, check_voice, max_amount_fen
+
+    for i, s in enumerate(scanners):
+        if not s.control:
+            continue
+        key = f"scanner[{i + 1}]"
+        profile = control.profiles.get(s.control)
+        if profile is None:
+            raise ConfigError(file, f"{key}.control", f"expected a control profile, one of {' | '.join(sorted(control.profiles))}, got {_show(s.control)}")
+        if s.lock_setup_codes and not profile.has("lock_setup_codes"):
+            raise ConfigError(file, f"{key}.lock_setup_codes", f"expected a profile that can lock setup codes; {profile.name} has no lock_setup_codes verb")
+        voice = control.voice_for(s.role)
+        if voice and profile.has("voice"):
+            try:
+                check_voice(voice, profile)
+            except ControlParamError as e:
+                raise ConfigError(file, f"control.{s.role}_voice", f"{e.message} (for {s.name}, profile {profile.name})") from None
+        top = max_amount_fen(profile)
+        if profile.has("amount") and control.max_amount_fen > top:
+            raise ConfigError(file, "control.max_amount_fen", f"expected at most {top} (what {profile.name} on {s.name} can show), got {control.max_amount_fen}")
+
+
 def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) -> T:
     root.used.add(name)
     if name not in root.data:
@@ -745,6 +811,8 @@ def parse_config(
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
     websocket = _section(root, "websocket", _websocket, None)
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
+    control = _section(root, "control", _control, None) or _control(_Table(file, "control", {}))
+    _check_control(file, control, scanners)
     acceptance = _section(root, "acceptance", _acceptance, AcceptanceConfig())
     if websocket is not None and metrics.listen and _same_address(metrics.listen, websocket.listen):
         raise ConfigError(file, "metrics.listen", f"expected another address than [websocket] listen ({websocket.listen}), "
@@ -767,6 +835,7 @@ def parse_config(
         metrics=metrics,
         websocket=websocket,
         discovery=discovery,
+        control=control,
         acceptance=acceptance,
         rules=tuple(rules),
         classify=dict(classify),

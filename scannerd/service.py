@@ -22,6 +22,7 @@ from .acceptance.station import StationAcceptance
 from .census import Census
 from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config, with_secrets
+from .control.device_controllers import ControlParamError, DeviceControllers
 from .daycounts import DayCounts, DayCountSink, default_state_dir
 from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub
@@ -102,6 +103,7 @@ class Daemon:
         # is written by its own thread, never on this loop.
         self.acceptance = StationAcceptance(config, self.hostname)
         self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
+        self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
         self._grant_websocket(config)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
@@ -156,6 +158,7 @@ class Daemon:
             self.discovery.stop()
         for name in list(self.running):
             await self._stop_source(name)
+        await self.controllers.close()
         await self.acceptance.stop()  # after the sources: every scan read is counted and written
         if self.socket_server is not None:
             await self.socket_server.stop()
@@ -278,9 +281,12 @@ class Daemon:
             event = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
             if isinstance(event, ScanEvent):
                 self.acceptance.on_scan(event)
+            self.controllers.outcome(_device.name, event)  # good / bad on a controlled scanner
 
-        request = SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
-                                reopen=self._polls_its_path(scanner))
+        spec = framing_spec(scanner)
+        request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
+                                reopen=self._polls_its_path(scanner),
+                                control=self.controllers.channel_for(scanner, spec, emit))
         source_class: type[Source] = registry.get(scanner.transport).source_class()
         source = source_class.from_request(request)
         task = self._spawn(self._run_source(scanner.name, source))
@@ -410,6 +416,7 @@ class Daemon:
         self.config = new
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
+        await self.controllers.reconfigure(new.control, new.scanners)
         if new.mqtt != old.mqtt:
             old_mqtt, self.mqtt_sink = self.mqtt_sink, None
             await self._start_mqtt(new)
@@ -496,12 +503,22 @@ class Daemon:
         return self.hub.ack(ctx.subscriber, event_id)
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
-        self.pipeline.arm(device, ttl_s)
-        return {"device": device, "ttl_s": ttl_s, "scanner": "not_controllable"}
+        try:
+            self.controllers.check(device, amount_fen, voice)  # refused before anything changes
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
+        self.pipeline.arm(device, ttl_s)  # scans count from now, while the device switches on
+        return {"device": device, "ttl_s": ttl_s, **await self.controllers.arm(device, amount_fen, voice, ttl_s)}
 
     async def disarm(self, device: str) -> dict[str, Any]:
         self.pipeline.disarm(device)
-        return {"device": device, "scanner": "not_controllable"}
+        return {"device": device, **await self.controllers.disarm(device)}
+
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        try:
+            return {"device": device, **await self.controllers.display(device, amount_fen, voice)}
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
 
     def _device_for(self, name: str) -> DeviceInfo:
         known = self.pipeline.devices.get(name)
@@ -556,6 +573,7 @@ class Daemon:
             "devices": self.devices(),
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),
+            "control": self.controllers.states(),
             "acceptance": self.acceptance.status(),
             "listeners": listeners,
         }

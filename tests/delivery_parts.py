@@ -36,6 +36,7 @@ class Services:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.armed: list[str] = []
+        self.displayed: list[tuple[str, int | None, str | None]] = []
 
     def status(self, ctx: CommandContext) -> dict[str, Any]:
         return {"sinks": {"socket": self.hub.counts()}}
@@ -63,6 +64,10 @@ class Services:
         return {"device": device}
 
     async def disarm(self, device: str) -> dict[str, Any]:
+        return {"device": device}
+
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        self.displayed.append((device, amount_fen, voice))
         return {"device": device}
 
     def inject(self, device: str, code: str, symbology: str | None) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         print("  scanners: none configured: auto-detect known scanner vendors")
     for s in config.scanners:
         where = s.path or s.by_id or s.usb or s.match_name
-        print(f"  scanner {s.name}: {s.transport} {where} role={s.role} area={config.scanner_area(s)} terminator={s.terminator}")
+        control = f" control={s.control}{' (setup codes locked)' if s.lock_setup_codes else ''}" if s.control else ""
+        print(f"  scanner {s.name}: {s.transport} {where} role={s.role} area={config.scanner_area(s)} terminator={s.terminator}{control}")
     if config.mqtt is not None:
         print(f"  mqtt: {config.mqtt.host}:{config.mqtt.port} tls={'on' if config.mqtt.tls else 'off'}")
     clf = config.classifier()

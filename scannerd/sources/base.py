@@ -7,11 +7,14 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
 from ..model import DeviceInfo, DeviceStateEvent, Frame, Rejected
+
+if TYPE_CHECKING:
+    from ..control.channel import ControlChannel
 
 FrameSink = Callable[[Frame | Rejected], None]
 StateSink = Callable[[DeviceStateEvent], None]
@@ -29,6 +32,8 @@ class SourceRequest:
     # The site configured this path: the source waits for it to come back by itself. A node
     # name discovery handed over may next belong to another device, so those are not polled.
     reopen: bool
+    # A scanner with a control profile (serial): commands out, replies in, on the source's device.
+    control: ControlChannel | None = None
 
 
 class Framing(Protocol):

@@ -13,6 +13,7 @@ import dataclasses
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
 import serial
 import structlog
@@ -21,6 +22,9 @@ from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo, Frame, Rejected
 from .base import FrameSink, Source, SourceRequest, StateSink
+
+if TYPE_CHECKING:
+    from ..control.channel import ControlChannel
 
 log = structlog.get_logger("scannerd.serial")
 
@@ -57,10 +61,13 @@ class SerialSource(Source):
         scanner: ScannerConfig,
         *,
         reopen: bool = True,
+        control: ControlChannel | None = None,
     ) -> None:
         super().__init__(device, spec, with_wire_time(emit, scanner), state, encoding=scanner.encoding)
         self.scanner = scanner
         self.reopen = reopen
+        # A controlled scanner: commands go out on this fd, replies come out of what it reads.
+        self.control = control
         self._port: serial.Serial | None = None
         # The fd registered with loop.add_reader, removed in _close only, before the port closes:
         # once closed, the number may already belong to another scanner's port.
@@ -71,7 +78,7 @@ class SerialSource(Source):
 
     @classmethod
     def from_request(cls, req: SourceRequest) -> SerialSource:
-        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen)
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen, control=req.control)
 
     @property
     def reopens(self) -> bool:
@@ -119,6 +126,8 @@ class SerialSource(Source):
         self._announced_missing = False
         log.info("serial_opened", device=self.device.name, path=path, real_path=os.path.realpath(path), baudrate=self.scanner.baudrate)
         self.set_state("present")
+        if self.control is not None:
+            self.control.attach(port.fileno(), self.input.push_bytes)
         return True
 
     async def _read_until_lost(self) -> None:
@@ -144,6 +153,8 @@ class SerialSource(Source):
         except (serial.SerialException, OSError) as e:
             self._on_lost(str(e))
             return
+        if self.control is not None:
+            data = self.control.filter(data, t_ns)  # replies out; what is left is scans
         self.input.push_bytes(data, t_ns)
 
     def _on_lost(self, why: str) -> None:
@@ -166,6 +177,8 @@ class SerialSource(Source):
         if fd is not None:
             asyncio.get_running_loop().remove_reader(fd)
         port, self._port = self._port, None
+        if port is not None and self.control is not None:
+            self.control.detach()
         if port is not None:
             with contextlib.suppress(Exception):
                 port.close()
