@@ -12,6 +12,7 @@ import os
 import signal
 import socket as _socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -33,6 +34,7 @@ from .framing import TERMINATORS, FramingSpec
 from .hints import NoScannerHint
 from .latency_window import LatencyWindow
 from .loop_errors import LoopErrorHandler
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
@@ -116,6 +118,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: dict[str, int] = {}  # devnode → restarts of a discovered source, for backoff
+        self._switch_timers: dict[str, asyncio.TimerHandle] = {}  # device → switch off at the arm's TTL
+        # A stall of the one loop (reload, a slow disk, a hostile input) shows in metrics.
+        self.loop_lag = LoopLagMonitor(self._record_loop_lag, interval_s=1.0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class Daemon:
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
         self._hint_if_no_scanner()
+        self.loop_lag.start()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -147,6 +153,7 @@ class Daemon:
         self.notifier.stopping()
         watchdog.cancel()
         status.cancel()
+        self.loop_lag.stop()
         await self._shutdown()
         return 0
 
@@ -194,6 +201,10 @@ class Daemon:
         hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
         if hint is not None:
             log.warning("no_scanner", hint=hint)
+
+    def _record_loop_lag(self, lag_s: float) -> None:
+        self.metrics.observe("scannerd_loop_lag_seconds", lag_s)
+        self.metrics.set("scannerd_loop_lag_last_seconds", lag_s)
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
@@ -277,12 +288,7 @@ class Daemon:
         device = self.device_info(scanner, path)
         self.pipeline.register_device(device)
 
-        def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            event = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
-            if isinstance(event, ScanEvent):
-                self.acceptance.on_scan(event)
-            self.controllers.outcome(_device.name, event)  # good / bad on a controlled scanner
-
+        emit = self._emitter(device)
         spec = framing_spec(scanner)
         request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
                                 reopen=self._polls_its_path(scanner),
@@ -292,6 +298,21 @@ class Daemon:
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
+
+    def _emitter(self, device: DeviceInfo) -> Callable[[Frame | Rejected], None]:
+        """Where a source's reads go: the pipeline, then what follows from its answer (the
+        acceptance ledger counts a scan; the scanner gets its good / bad feedback)."""
+
+        def emit(item: Frame | Rejected) -> None:
+            event = self.pipeline.submit(self.pipeline.devices.get(device.name, device), item)
+            if isinstance(event, ScanEvent):
+                self.acceptance.on_scan(event)
+            self.controllers.outcome(device.name, event)  # a scanner with a control profile
+            running = self.running.get(device.name)
+            if event is not None and running is not None:
+                running.source.feedback(isinstance(event, ScanEvent))  # HID-POS beep, where asked for
+
+        return emit
 
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
         """A configured serial entry with an explicit path: its source waits for that path itself.
@@ -508,11 +529,32 @@ class Daemon:
         except ControlParamError as e:
             raise CommandError(str(e)) from None
         self.pipeline.arm(device, ttl_s)  # scans count from now, while the device switches on
-        return {"device": device, "ttl_s": ttl_s, **await self.controllers.arm(device, amount_fen, voice, ttl_s)}
+        result = await self.controllers.arm(device, amount_fen, voice, ttl_s)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, True, ttl_s)  # a HID-POS trigger, if it has one
+        return {"device": device, "ttl_s": ttl_s, **result}
 
     async def disarm(self, device: str) -> dict[str, Any]:
         self.pipeline.disarm(device)
-        return {"device": device, **await self.controllers.disarm(device)}
+        result = await self.controllers.disarm(device)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, False, None)
+        return {"device": device, **result}
+
+    def _switch(self, device: str, on: bool, ttl_s: float | None) -> str:
+        """A scanner whose transport can switch it (HID-POS trigger) without a control profile;
+        with a TTL it is switched off again when the arming runs out."""
+        timer = self._switch_timers.pop(device, None)
+        if timer is not None:
+            timer.cancel()
+        running = self.running.get(device)
+        if running is None:
+            return "not_controllable"
+        answer = running.source.switch(on)
+        if on and ttl_s is not None and answer != "not_controllable":
+            self._switch_timers[device] = asyncio.get_running_loop().call_later(
+                ttl_s, lambda: self._switch(device, False, None))
+        return answer
 
     async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
         try:
