@@ -112,6 +112,8 @@ def test_a_pty_scan_appears_on_the_page_within_a_second_masked(tmp_path: Path, b
     assert code not in page.evaluate("document.documentElement.outerHTML")
     assert page.evaluate("getComputedStyle(document.querySelector('#scans .channel')).backgroundColor") == "rgb(7, 193, 96)"
     page.wait_for("document.getElementById('scans-today').textContent === '1'")
+    assert page.evaluate("document.getElementById('rejects-today').textContent") == "0"
+    page.wait_for("document.querySelector('#devices tbody tr[data-device=\"window-1\"]').cells[6].textContent === '1 scan'")
     assert page.evaluate("document.getElementById('channel-counts').innerText").strip() == "wechat: 1"
     shot = page.screenshot(artefact(tmp_path, "diagnostic-page.png"))
     print(f"\nscreenshot: {shot}")

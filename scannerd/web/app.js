@@ -10,7 +10,7 @@ const COLOURS = {
   id_number: "#475569", ean13: "#64748b", vat_invoice: "#9a3412", unknown: "#6b7280",
 };
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, commands: [], channels: {}, rejects: 0, timer: null, authFailed: false };
+const state = { ws: null, commands: [], channels: {}, timer: null, authFailed: false };
 
 function colour(channel) {
   if (COLOURS[channel]) return COLOURS[channel];
@@ -103,7 +103,11 @@ function reply(msg) {
 }
 
 function renderStatus(s) {
-  $("scans-today").textContent = s.scans_today;
+  // Today's counts (kept by the daemon across restarts) when it reports them.
+  const today = s.today || { scans: s.scans_today, rejects: null, devices: {} };
+  $("today-date").textContent = today.date ? `(${today.date})` : "";
+  $("scans-today").textContent = today.scans;
+  $("rejects-today").textContent = today.rejects == null ? "–" : today.rejects;
   const body = $("devices").tBodies[0];
   body.replaceChildren();
   const select = $("inject-device");
@@ -119,6 +123,8 @@ function renderStatus(s) {
     cell(row, d.role);
     const armed = (s.armed || {})[d.name];
     cell(row, !armed ? "—" : armed.armed ? (armed.remaining_s == null ? "armed" : `armed, ${armed.remaining_s} s left`) : "disarmed");
+    const counts = (today.devices || {})[d.name];
+    cell(row, counts ? `${counts.scans} scan${counts.scans === 1 ? "" : "s"}` : "—");
     cell(row, d.last_scan_s_ago == null ? "—" : `${d.last_scan_s_ago} s ago`);
     const option = document.createElement("option");
     option.value = option.textContent = d.name;
@@ -154,8 +160,6 @@ function addScan(e) {
 }
 
 function addReject(e) {
-  state.rejects += 1;
-  $("rejects").textContent = state.rejects;
   const row = addRow("reject fresh");
   cell(row, new Date(e.ts).toLocaleTimeString());
   cell(row, e.device);
