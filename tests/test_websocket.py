@@ -290,3 +290,32 @@ def test_an_event_with_a_unicode_line_separator_stays_one_message(rig: tuple[Dae
     assert answer["ok"] is True
     event = monitor.next_of("scan", "reject")  # one message that parses, not two halves
     assert event["device"] == "window-1" and event["masked"] == mask(text)
+
+
+def test_no_origin_only_when_allowed_and_a_cap_on_connections(tmp_path: Path, rig: tuple[Daemon, PtyScanner, Path, int]) -> None:
+    daemon, pty, _sock, port = rig
+    assert refused_status(port) == 403
+    write_config(tmp_path, pty, port, extra="allow_no_origin = true\nmax_clients = 2")
+    daemon.signal(signal.SIGHUP)
+
+    def no_origin_admitted() -> bool:
+        try:
+            WsClient(port, origin=None, role=None).close()
+        except InvalidStatus:
+            return False
+        return True
+
+    wait_for(no_origin_admitted, 15, interval=0.2)
+    first, second = WsClient(port, role="monitor"), WsClient(port, token=None, role=None)  # unauthenticated ones count too
+    assert refused_status(port, origin=HIS_ORIGIN) == 503
+    first.close()
+    second.close()
+    wait_for(lambda: not refused_status_or_none(port), 10)
+
+
+def refused_status_or_none(port: int) -> int | None:
+    try:
+        WsClient(port, role=None).close()
+    except InvalidStatus as e:
+        return int(e.response.status_code)
+    return None
