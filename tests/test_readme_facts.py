@@ -45,6 +45,11 @@ def test_every_config_block_in_the_readmes_is_a_config_the_daemon_accepts(block:
     # The socket group must exist on this machine to validate: stand in one it has.
     own_group = grp.getgrgid(os.getgid()).gr_name
     text = re.sub(r'^group = "[^"]*"', f'group = "{own_group}"', block, flags=re.MULTILINE)
+    # Files a block names must exist, private, to validate (the WebSocket token).
+    token = tmp_path / "websocket.token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o600)
+    text = text.replace("/etc/scannerd/websocket.token", str(token))
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
     config.load_config(path)  # raises ConfigError naming the key when README is wrong

@@ -1,4 +1,4 @@
-"""The README's JavaScript snippet, as written in docs/readme/websocket.md, run in headless
+"""The README's JavaScript snippet, as written in README.md, run in headless
 Chromium on an HIS page of another origin: refused from an origin not listed, and from a listed
 one it receives a pty scan (the one that waited) and acknowledges it."""
 
@@ -17,7 +17,7 @@ from cdp import Browser, chromium_or_skip
 from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
 from ws_client import TOKEN, free_port, wait_listening, websocket_section
 
-README = REPO / "docs" / "readme" / "websocket.md"
+README = REPO / "README.md"
 
 
 def snippet() -> str:
