@@ -481,7 +481,7 @@ def _report(on_error: FaultHook | None, rule_id: str, text: str, error: Exceptio
         return
     try:
         on_error(rule_id, text, error)
-    except Exception:  # noqa: BLE001, S110 - a broken hook must not break classify's promise
+    except Exception:
         pass
 
 
@@ -613,18 +613,18 @@ class Classifier:
         """
         try:
             rules = self._by2.get(text[:2]) or self._by1.get(text[:1]) or self._wild
-        except Exception as e:  # noqa: BLE001 - not a str: nothing to match, nothing to drop
+        except Exception as e:
             _report(on_error, INDEX_FAULT_ID, text, e)
             return UNKNOWN
         for r in rules:
             try:
                 if r.matches(text):
                     return r.result
-            except Exception as e:  # noqa: BLE001 - one broken rule must not drop the scan
+            except Exception as e:
                 _report(on_error, r.id, text, e)
         try:
             return CANDIDATE if self._is_candidate(text, symbology) else UNKNOWN
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             _report(on_error, CANDIDATE_RULE_ID, text, e)
             return UNKNOWN
 

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -392,7 +392,7 @@ class MqttSink(Sink):
             except asyncio.CancelledError:
                 self._state = "disconnected"
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed, logged reason
+            except Exception as exc:
                 # A reset before CONNACK on a TLS connection is a TLS problem, not the network.
                 err = classify_error(exc, tls=self._cfg.tls and self._connected_at is None)
                 self._on_down(err, exc, was_connected=self._state == "connected")
