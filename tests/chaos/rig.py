@@ -20,6 +20,7 @@ import struct
 import termios
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -736,6 +737,8 @@ def run_scenario(directory: Path, profile: Profile, seed: int) -> tuple[Verdict,
         verdict.partials = (rig.oracle.partials_rejected, rig.oracle.partials_unread)
         return verdict, len(rig.oracle.made), rig.faults, expired, published
     except (OSError, ValueError, KeyError) as e:  # the daemon refused a connection, sent garbage…
-        raise ScenarioError(f"seed {seed}: {type(e).__name__}: {e}") from e
+        where = traceback.extract_tb(e.__traceback__)[-3:]
+        at = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(where))
+        raise ScenarioError(f"seed {seed}: {type(e).__name__}: {e} at {at}; steps {rig.trace[-6:]}") from e
     finally:
         rig.close()
