@@ -4,8 +4,9 @@ A technician writes a site rule from evidence ("40 QR codes a day, 28 upper-case
 starting NH, all going to candidate"), not from a guess. A shape is: length, character
 classes, symbology, the first two characters only when the code is not all digits (a digit
 prefix of a payment-shaped number narrows a secret; letters like "NH" name a format), and the
-outcome (channel, kind). Memory is bounded: past `max_shapes` distinct shapes, new ones are
-only counted as overflow.
+outcome (channel, kind, rule). The rule tells a candidate *rule* (the 医保码 generation rule,
+nhsa.ec28.v1) from the generic fallback (nhsa.candidate): the evidence a site needs to confirm
+it. Memory is bounded: past `max_shapes` distinct shapes, new ones are only counted as overflow.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Census:
 
     def __init__(self, max_shapes: int = 1000) -> None:
         self.max_shapes = max_shapes
-        self._counts: dict[tuple[int, str, str | None, str | None, str, str], int] = {}
+        self._counts: dict[tuple[int, str, str | None, str | None, str, str, str], int] = {}
         self.overflow = 0
 
     @classmethod
@@ -68,7 +69,7 @@ class Census:
             return
         classes = shape_classes(text)
         head = text[:2] if classes != "digit" and text else None
-        key = (len(text), classes, symbology, head, c.channel, c.kind)
+        key = (len(text), classes, symbology, head, c.channel, c.kind, c.rule)
         if key in self._counts:
             self._counts[key] += 1
         elif len(self._counts) < self.max_shapes:
@@ -88,8 +89,9 @@ class Census:
                 "count": count,
                 "channel": channel,
                 "kind": kind,
+                "rule": rule,
             }
-            for (length, classes, symbology, head, channel, kind), count in rows
+            for (length, classes, symbology, head, channel, kind, rule), count in rows
         ]
         return out
 

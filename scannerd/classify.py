@@ -3,51 +3,56 @@
 Pure and table-driven: `Classifier.build` validates and compiles every rule once and indexes
 them by the first characters they can start with; `classify` is a dict lookup plus a few cheap
 tests per candidate rule and never raises. A rule matches when every matcher it declares
-passes, in this order (cheapest first): length, prefix, charset, regex (full match), check.
+passes, in this order (cheapest first): length, prefix, charset, check, regex (a full match,
+run by RE2 in time linear in the text: rules/regex.py).
 The highest `priority` wins; two enabled rules at the same priority that can match the same
-string are a configuration error, found by generating strings from each rule.
+string are a configuration error for `check-config` and the tests (rules/overlap.py generates
+strings from each rule); the daemon's cheap build skips that search and lets the first written win.
 
 Codes that no rule matches are `unknown`, except printable codes from a 2D symbology (or long
 enough when the scanner gives no symbology): those are medical-insurance *candidates*
-(CODES.md: the national 医保码 text is not public, so the HIS hands such codes to the platform).
+(docs/codes.md: the national 医保码 text is not public, so the HIS hands such codes to the
+platform). One generation rule has surfaced publicly (nhsa.ec28.v1): a rule of its own, of
+confidence "candidate", so the census tells how many 医保码 it explains and how many fall through.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import random
 import re
-import string
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from typing import Any
 
 from .model import TWO_D_SYMBOLOGIES, Classification, Confidence, Kind, mask
-
-# The stdlib regex parser (3.11+), to generate strings from a site's regex for the overlap check.
-import re._constants as _sre_c  # type: ignore[import-not-found]
-import re._parser as _sre_p  # type: ignore[import-not-found]
+from .rules.regex import LinearPattern, RegexRefused, compile_linear
 
 __all__ = [
     "CANDIDATE_RULE_ID",
     "CHECKS",
-    "Classifier",
+    "CODES_DOC",
+    "INDEX_FAULT_ID",
     "OPTION_DEFAULTS",
+    "UNKNOWN_RULE_ID",
+    "Classifier",
+    "FaultHook",
     "Rule",
     "RuleError",
-    "UNKNOWN_RULE_ID",
 ]
 
 UNKNOWN_RULE_ID = "unknown"
 CANDIDATE_RULE_ID = "nhsa.candidate"
-_RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID})
+INDEX_FAULT_ID = "index"  # a fault in the classifier's own lookup, not in one rule
+_RESERVED_IDS = frozenset({UNKNOWN_RULE_ID, CANDIDATE_RULE_ID, INDEX_FAULT_ID})
 DEFAULT_PRIORITY = 100
+# In the repository (and beside the README in a source tarball): the sources behind every rule.
+CODES_DOC = "docs/codes.md"
 _CANDIDATE_SOURCE = (
-    "CODES.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
+    "docs/codes.md: the national 医保码 text is not publicly specified; an unmatched printable 2D code "
     "is handed to the medical-insurance platform as a candidate"
 )
 
@@ -176,26 +181,21 @@ _CHARSET_RES: dict[str, re.Pattern[str]] = {
     "alnum_upper": re.compile(r"[0-9A-Z]+"),
     "base64": re.compile(r"[A-Za-z0-9+/]+={0,2}"),
 }
+
+
+def _full_matcher(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda s: pattern.fullmatch(s) is not None
+
+
 CHARSETS: dict[str, Callable[[str], bool]] = {
     "digits": _digits,
     "printable": lambda s: s.isprintable() and s != "",
-    **{name: (lambda p: lambda s: p.fullmatch(s) is not None)(p) for name, p in _CHARSET_RES.items()},
+    **{name: _full_matcher(p) for name, p in _CHARSET_RES.items()},
 }
-# Characters used to fill generated strings, per charset (overlap search).
-_FILL: dict[str, str] = {
-    "digits": string.digits,
-    "printable": string.digits + string.ascii_letters + ":/.-_",
-    "hex": "0123456789ABCDEFabcdef",
-    "hex_upper": "0123456789ABCDEF",
-    "alnum": string.digits + string.ascii_letters,
-    "alnum_upper": string.digits + string.ascii_uppercase,
-    "base64": string.ascii_letters + string.digits + "+/",
-}
-
 # --- options ([classify] table) ---------------------------------------------------------------
 
 OPTION_DEFAULTS: dict[str, Any] = {
-    # Unmatched printable 2D codes become nhsa/medical_insurance candidates (CODES.md).
+    # Unmatched printable 2D codes become nhsa/medical_insurance candidates (docs/codes.md).
     "candidates": True,
     "candidate_min_length": 16,
     "candidate_max_length": 512,
@@ -219,7 +219,8 @@ _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 _CHANNEL_RE = re.compile(r"[a-z][a-z0-9_]*")
 _REJECT_RE = re.compile(r"[a-z][a-z0-9_]*")
 _KINDS = frozenset(k.value for k in Kind)
-_CONFIDENCES = frozenset(c.value for c in Confidence) - {Confidence.NONE.value, Confidence.CANDIDATE.value}
+# "candidate": a rule from thin evidence (nhsa.ec28.v1), counted by the census until confirmed.
+_CONFIDENCES = frozenset(c.value for c in Confidence) - {Confidence.NONE.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,7 @@ class Rule:
     lengths: frozenset[int] | None = None
     length_text: str = ""
     charset: str | None = None
-    regex: re.Pattern[str] | None = None
+    regex: LinearPattern | None = None
     ignore_case: bool = False
     check: str | None = None
     reject: str | None = None
@@ -257,9 +258,11 @@ class Rule:
             return False
         if self._charset_ok is not None and not self._charset_ok(text):
             return False
-        if self.regex is not None and self.regex.fullmatch(text) is None:
+        # The check before the regex: both are pure, and a check (a few int operations, the
+        # 身份证 date test first) is cheaper than a call into RE2.
+        if self._check_ok is not None and not self._check_ok(text):
             return False
-        return self._check_ok is None or self._check_ok(text)
+        return self.regex is None or self.regex.fullmatch(text)
 
     def evaluate(self, text: str) -> list[tuple[str, bool, str]]:
         """Each declared matcher as (name, passed, detail) — for explain; never shows the code."""
@@ -275,7 +278,7 @@ class Rule:
             ok = self._charset_ok(text)
             out.append(("charset", ok, f"charset {self.charset} ok" if ok else f"not all {self.charset}"))
         if self.regex is not None:
-            ok = self.regex.fullmatch(text) is not None
+            ok = self.regex.fullmatch(text)
             out.append(("regex", ok, "regex ok" if ok else "regex does not match"))
         if self._check_ok is not None:
             ok = self._check_ok(text)
@@ -382,14 +385,15 @@ def _compile_rule(
     charset = raw.get("charset")
     if charset is not None and charset not in CHARSETS:
         raise RuleError(f"{where}.charset", f"unknown charset {charset!r}; known: {', '.join(sorted(CHARSETS))}")
-    regex: re.Pattern[str] | None = None
+    regex: LinearPattern | None = None
     if "regex" in raw:
         pattern = _need_str(f"{where}.regex", raw["regex"])
         try:
-            # ASCII: \d means 0-9 (a scanner never sends Arabic-Indic digits that should count).
-            regex = re.compile(pattern, re.ASCII | (re.IGNORECASE if ignore_case else 0))
-        except re.error as e:
-            raise RuleError(f"{where}.regex", f'bad regex "{pattern}": {e.msg}') from None
+            # RE2, never `re`: linear time whatever the code, and \d means 0-9 (rules/regex.py).
+            regex = compile_linear(pattern, ignore_case)
+        except RegexRefused as e:
+            shown = pattern if len(pattern) <= 80 else pattern[:77] + "…"
+            raise RuleError(f"{where}.regex", f'bad regex "{shown}": {e}') from None
     check = raw.get("check")
     if check is not None and check not in checks:
         raise RuleError(f"{where}.check", f"unknown check {check!r}; known: {', '.join(sorted(checks))}")
@@ -425,146 +429,6 @@ def _default_tables() -> tuple[dict[str, Any], ...]:
     return tuple(tomllib.loads(text).get("rule", []))
 
 
-# --- string generation for the overlap search -------------------------------------------------
-
-
-class _Unsupported(Exception):
-    pass
-
-
-_GEN_PRINTABLE = string.digits + string.ascii_letters + string.punctuation + " "
-
-
-def _in_chars(items: list[tuple[Any, Any]], rng: random.Random) -> str:
-    chars: list[str] = []
-    negate = False
-    for op, av in items:
-        if op is _sre_c.NEGATE:
-            negate = True
-        elif op is _sre_c.LITERAL:
-            chars.append(chr(av))
-        elif op is _sre_c.RANGE:
-            lo, hi = av
-            if hi - lo <= 128:
-                chars.extend(chr(c) for c in range(lo, hi + 1))
-            else:
-                chars.extend(chr(rng.randint(lo, hi)) for _ in range(16))
-        elif op is _sre_c.CATEGORY:
-            chars.extend(_category_chars(av))
-        else:
-            raise _Unsupported
-    if negate:
-        banned = set(chars)
-        return "".join(c for c in _GEN_PRINTABLE if c not in banned)
-    return "".join(chars)
-
-
-def _category_chars(cat: Any) -> str:
-    c = _sre_c
-    table = {
-        c.CATEGORY_DIGIT: string.digits,
-        c.CATEGORY_NOT_DIGIT: string.ascii_letters + "-_:",
-        c.CATEGORY_WORD: string.ascii_letters + string.digits + "_",
-        c.CATEGORY_NOT_WORD: " -.:/",
-        c.CATEGORY_SPACE: " ",
-        c.CATEGORY_NOT_SPACE: string.ascii_letters + string.digits,
-    }
-    if cat not in table:
-        raise _Unsupported
-    return table[cat]
-
-
-def _gen(items: Iterable[tuple[Any, Any]], rng: random.Random, mode: int, groups: dict[int, str]) -> str:
-    c = _sre_c
-    out: list[str] = []
-    for op, av in items:
-        if op is c.LITERAL:
-            out.append(chr(av))
-        elif op is c.NOT_LITERAL:
-            out.append(rng.choice([ch for ch in _GEN_PRINTABLE if ord(ch) != av]))
-        elif op is c.ANY:
-            out.append(rng.choice(string.ascii_letters + string.digits))
-        elif op is c.IN:
-            chars = _in_chars(av, rng)
-            if not chars:
-                raise _Unsupported
-            out.append(rng.choice(chars))
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
-            lo, hi, sub = av
-            top = min(hi, lo + 40)
-            n = lo if mode == 0 else top if mode == 1 else rng.randint(lo, min(top, lo + 12))
-            for _ in range(n):
-                out.append(_gen(sub, rng, mode, groups))
-        elif op is c.SUBPATTERN:
-            group, _add, _del, sub = av
-            s = _gen(sub, rng, mode, groups)
-            if group:
-                groups[group] = s
-            out.append(s)
-        elif op is getattr(c, "ATOMIC_GROUP", None):
-            out.append(_gen(av, rng, mode, groups))
-        elif op is c.BRANCH:
-            _, alts = av
-            out.append(_gen(rng.choice(alts), rng, mode, groups))
-        elif op is c.GROUPREF:
-            out.append(groups.get(av, ""))
-        elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
-            continue  # anchors and lookarounds: the fullmatch filter decides
-        else:
-            raise _Unsupported
-    return "".join(out)
-
-
-def _regex_samples(pattern: re.Pattern[str], n: int, seed: int) -> list[str]:
-    try:
-        parsed = _sre_p.parse(pattern.pattern, pattern.flags)
-    except Exception:  # noqa: BLE001 - generation is best effort; the pattern already compiled
-        return []
-    rng = random.Random(seed)
-    out: list[str] = []
-    for i in range(n):
-        try:
-            out.append(_gen(parsed, rng, i, {}))
-        except (_Unsupported, RecursionError, ValueError, IndexError):
-            break
-    return out
-
-
-def _rule_samples(rule: Rule, seed: int = 0) -> list[str]:
-    """Strings this rule should match: its examples plus strings generated from its matchers."""
-    rng = random.Random(f"{rule.id}:{seed}")
-    fill = _FILL.get(rule.charset or "", string.digits)
-    raw: list[str] = list(rule.examples)
-    if rule.lengths is not None:
-        ls = sorted(rule.lengths)
-        lengths = ls if len(ls) <= 12 else [ls[0], ls[-1], *rng.sample(ls, 8)]
-    else:
-        lengths = []
-    prefixes = list(rule.prefixes[:24]) or [""]
-    for p in prefixes:
-        for n in lengths or [len(p) + k for k in (0, 1, 8, 24, 40)]:
-            if n < len(p):
-                continue
-            for _ in range(3):
-                raw.append(p + "".join(rng.choice(fill) for _ in range(n - len(p))))
-    if rule.regex is not None:
-        for s in _regex_samples(rule.regex, 24, rng.randint(0, 1 << 30)):
-            raw.append(s)
-            # A regex may not spell out the prefix the rule also requires: graft it on.
-            start = s.lower() if rule.ignore_case else s
-            raw.extend(p + s[len(p):] for p in rule.prefixes[:8] if not start.startswith(p))
-    return raw
-
-
-def _find_overlap(a: Rule, b: Rule, samples: Mapping[str, list[str]], checks: Mapping[str, Check]) -> str | None:
-    fixes = [checks[c].fix for c in {a.check, b.check} if c]
-    for s in (*samples[a.id], *samples[b.id]):
-        for t in (s, *(f(s) for f in fixes)):
-            if a.matches(t) and b.matches(t):
-                return t
-    return None
-
-
 def _index_keys(rule: Rule) -> tuple[set[str], set[str]] | None:
     """The 2-character and 1-character starts a rule can match; None when it can start anywhere."""
     if not rule.prefixes:
@@ -597,9 +461,8 @@ def _parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         elif isinstance(default, int):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise RuleError(k, f"expected a non-negative integer, got {value!r}")
-        elif isinstance(default, list):
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise RuleError(k, f"expected a list of symbology names like \"qr\", got {value!r}")
+        elif isinstance(default, list) and (not isinstance(value, list) or not all(isinstance(x, str) for x in value)):
+            raise RuleError(k, f"expected a list of symbology names like \"qr\", got {value!r}")
         opts[key] = value
     if opts["candidate_min_length"] > opts["candidate_max_length"]:
         raise RuleError("classify.candidate_min_length", "expected ≤ candidate_max_length")
@@ -607,6 +470,19 @@ def _parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # --- the classifier ---------------------------------------------------------------------------
+
+# Told of a rule that raised while matching: (rule id, the text, the exception). The text is a
+# bearer token: a hook logs it masked (model.mask), never in full.
+FaultHook = Callable[[str, str, Exception], None]
+
+
+def _report(on_error: FaultHook | None, rule_id: str, text: str, error: Exception) -> None:
+    if on_error is None:
+        return
+    try:
+        on_error(rule_id, text, error)
+    except Exception:  # noqa: BLE001, S110 - a broken hook must not break classify's promise
+        pass
 
 
 class Classifier:
@@ -651,9 +527,19 @@ class Classifier:
 
     @classmethod
     def build(
-        cls, site_rules: Sequence[Mapping[str, Any]] = (), options: Mapping[str, Any] | None = None
+        cls,
+        site_rules: Sequence[Mapping[str, Any]] = (),
+        options: Mapping[str, Any] | None = None,
+        *,
+        search_overlaps: bool = False,
     ) -> Classifier:
-        """Default rules + the site's [[rule]] tables → a classifier, or RuleError naming the key."""
+        """Default rules + the site's [[rule]] tables → a classifier, or RuleError naming the key.
+
+        Cheap (a few ms): what the daemon does at start and on SIGHUP. `search_overlaps` adds the
+        search for two same-priority rules matching one string (rules/overlap.py): for
+        `check-config` and the tests, never on the daemon's loop. Without it, such a pair is
+        decided by the order the rules are written in.
+        """
         opts = _parse_options(options)
         checks = dict(CHECKS)
         merged: dict[str, Rule] = {}
@@ -688,7 +574,12 @@ class Classifier:
             merged[r.id] = r
         active = [r for r in merged.values() if r.enabled]
         disabled = [r for r in merged.values() if not r.enabled]
-        _check_overlaps(active, checks)
+        if search_overlaps:
+            from .rules.overlap import (
+                check_overlaps,  # slow, and reads CPython's private re._parser
+            )
+
+            check_overlaps(active, checks)
         clf = cls(active, opts, disabled)
         clf._check_examples()
         return clf
@@ -713,15 +604,28 @@ class Classifier:
                         f"{mask(ex)} classifies as {got.rule!r}, not {r.id!r}: raise this rule's priority or narrow the other",
                     )
 
-    def classify(self, text: str, symbology: str | None = None) -> Classification:
-        """The one hot-path call: pure, allocation-light, never raises."""
+    def classify(self, text: str, symbology: str | None = None, on_error: FaultHook | None = None) -> Classification:
+        """The one hot-path call: pure, allocation-light, never raises.
+
+        A rule whose matcher raises (a bug, never the code's fault) counts as not matching, so
+        the other rules still decide; `on_error(rule_id, text, exception)` hears of it, for the
+        caller to count and log (classify_faults.py). The classifier itself keeps no state.
+        """
         try:
             rules = self._by2.get(text[:2]) or self._by1.get(text[:1]) or self._wild
-            for r in rules:
+        except Exception as e:  # noqa: BLE001 - not a str: nothing to match, nothing to drop
+            _report(on_error, INDEX_FAULT_ID, text, e)
+            return UNKNOWN
+        for r in rules:
+            try:
                 if r.matches(text):
                     return r.result
+            except Exception as e:  # noqa: BLE001 - one broken rule must not drop the scan
+                _report(on_error, r.id, text, e)
+        try:
             return CANDIDATE if self._is_candidate(text, symbology) else UNKNOWN
-        except Exception:  # noqa: BLE001 - a classifier bug must not drop a scan: it becomes unknown
+        except Exception as e:  # noqa: BLE001
+            _report(on_error, CANDIDATE_RULE_ID, text, e)
             return UNKNOWN
 
     def _is_candidate(self, text: str, symbology: str | None) -> bool:
@@ -746,10 +650,13 @@ class Classifier:
             if winner.note:
                 lines.append(f"  note: {winner.note}")
             lines.append(f"  source: {winner.source}")
+            if winner.origin == "default":
+                lines.append(f'  more: {CODES_DOC}, section "{winner.id}"')
         elif c.rule == CANDIDATE_RULE_ID:
             why = f"symbology {symbology}" if symbology else f"no symbology and length {len(text)} ≥ {self._cand_min_nosym}"
             lines.append(f"  no rule matched; printable, length {len(text)}, {why}: medical-insurance candidate")
             lines.append(f"  source: {_CANDIDATE_SOURCE}")
+            lines.append(f'  more: {CODES_DOC}, section "{CANDIDATE_RULE_ID}"')
         else:
             lines.append(f"  no rule matched and not a medical-insurance candidate ({self._candidate_refusal(text, symbology)})")
         lines.append(f"  symbology: {sym}, length {len(text)}")
@@ -789,39 +696,3 @@ def _with_order(r: Rule, order: int) -> Rule:
 def _replace(r: Rule, **changes: Any) -> Rule:
     return dataclasses.replace(r, **changes)
 
-
-def _check_overlaps(rules: Sequence[Rule], checks: Mapping[str, Check]) -> None:
-    """Two rules at one priority that both match some string make the winner depend on order."""
-    samples = {r.id: _rule_samples(r) for r in rules}
-    by_priority: dict[int, list[Rule]] = {}
-    for r in rules:
-        by_priority.setdefault(r.priority, []).append(r)
-    for group in by_priority.values():
-        group.sort(key=lambda r: r.order)
-        for i, a in enumerate(group):
-            for b in group[i + 1:]:
-                if not _may_overlap(a, b):
-                    continue
-                example = _find_overlap(a, b, samples, checks)
-                if example is not None:
-                    # Name the site rule when there is one: that is what the reader can change.
-                    first = b if b.origin == "site" and a.origin == "default" else a
-                    if example in a.examples or example in b.examples:
-                        example = mask(example)  # a site's example may be a real code: never in full
-                    raise RuleError(
-                        first.where,
-                        f'rules "{a.id}" ({a.where}) and "{b.id}" ({b.where}) overlap at priority {a.priority}: '
-                        f'both match "{example}"; give one a higher priority or narrow it',
-                    )
-
-
-def _may_overlap(a: Rule, b: Rule) -> bool:
-    """Cheap exclusions before generating strings: disjoint lengths or prefixes cannot overlap."""
-    if a.lengths is not None and b.lengths is not None and not (a.lengths & b.lengths):
-        return False
-    if a.prefixes and b.prefixes:
-        pa = a.prefixes if not b.ignore_case else tuple(p.lower() for p in a.prefixes)
-        pb = b.prefixes if not a.ignore_case else tuple(p.lower() for p in b.prefixes)
-        if not any(x.startswith(y) or y.startswith(x) for x in pa for y in pb):
-            return False
-    return True

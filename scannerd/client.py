@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .config import SYSTEM_SOCKET_PATH, load_config
+from .simulator import demo_running, demo_socket_path
 
 
 class ClientError(RuntimeError):
@@ -18,7 +19,10 @@ class ClientError(RuntimeError):
 def resolve_socket_path(socket_path: str | None, config_path: str | None = None) -> str:
     if socket_path:
         return socket_path
-    path = load_config(config_path).socket.path
+    if config_path is None and demo_running():
+        return demo_socket_path()  # while a `scannerd demo` runs the CLI talks to it; --socket or -c for another
+    # Rules uncompiled: a technician needs `status` most when a site rule is broken.
+    path = load_config(config_path, compile_rules=False).socket.path
     # A technician (not root) asking the system service: its socket is in /run/scannerd, not in
     # this user's own runtime directory.
     if not os.path.exists(path) and os.path.exists(SYSTEM_SOCKET_PATH):
@@ -55,7 +59,7 @@ def request(socket_path: str | None, cmd: dict[str, Any], timeout: float = 5.0) 
             line = stream.readline()
             if not line:
                 raise ClientError(f"{path}: the daemon closed the connection")
-            msg = json.loads(line)
+            msg: dict[str, Any] = json.loads(line)
             if msg.get("type") == "reply" and msg.get("cmd") == cmd.get("cmd"):
                 return msg
     except TimeoutError:

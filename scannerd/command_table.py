@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from .protocol import reply
+from .protocol import Refused, reply
 
 if TYPE_CHECKING:
     from .delivery.hub import Subscriber
@@ -37,7 +37,7 @@ DEVICE_NAME_MAX = 64
 MAX_DEVICES = 256
 
 
-class CommandError(ValueError):
+class CommandError(Refused):
     """A command that cannot be carried out; the message becomes the reply's `error`."""
 
 
@@ -132,6 +132,7 @@ class Services(Protocol):
     def device_names(self) -> list[str]: ...
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]: ...
     async def disarm(self, device: str) -> dict[str, Any]: ...
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]: ...
     def inject(self, device: str, code: str, symbology: str | None) -> dict[str, Any]: ...
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]: ...
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]: ...
@@ -201,6 +202,12 @@ async def _disarm(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[s
     return await s.disarm(_device(s, a["device"]))
 
 
+async def _display(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[str, Any]:
+    if a.get("amount_fen") is None and a.get("voice") is None:
+        raise CommandError('display needs "amount_fen" and/or "voice"')
+    return await s.display(_device(s, a["device"]), a.get("amount_fen"), a.get("voice"))
+
+
 async def _inject(s: Services, ctx: CommandContext, a: dict[str, Any]) -> dict[str, Any]:
     return s.inject(_device(s, a["device"]), a["code"], a.get("symbology"))
 
@@ -228,6 +235,11 @@ COMMANDS: tuple[Command, ...] = (
         "voice": Arg("str", max_len=100, doc="prompt a scan box speaks"),
     }, read_only=False),
     Command("disarm", "close a kiosk's scan window", _disarm, {"device": _DEVICE}, read_only=False),
+    Command("display", "show an amount and/or speak a prompt on a scan box, without arming", _display, {
+        "device": _DEVICE,
+        "amount_fen": Arg("int", lo=0, hi=10**10, doc="amount to show, in fen"),
+        "voice": Arg("str", max_len=100, doc="prompt to speak"),
+    }, read_only=False),
     Command("inject", "a test scan from a configured scanner (local socket only)", _inject, {
         "device": _DEVICE,
         "code": Arg("str", required=True, max_len=65536),
@@ -249,6 +261,11 @@ class CommandTable:
     def allowed(self, transport: str) -> list[str]:
         return sorted(n for n, c in self.commands.items() if transport in c.transports)
 
+    async def handle(self, transport: str, obj: dict[str, Any], subscriber: Subscriber | None = None,
+                     peer_uid: int | None = None) -> dict[str, Any]:
+        """What a transport calls for each decoded line: it says who sent it, the table decides."""
+        return await self.dispatch(CommandContext(transport, subscriber, peer_uid), obj)
+
     async def dispatch(self, ctx: CommandContext, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate and run one decoded command; always returns a reply, never raises."""
         name = obj.get("cmd")
@@ -269,7 +286,7 @@ class CommandTable:
         try:
             args = self._arguments(command, obj)
             result = await command.handler(self.services, ctx, args)
-        except CommandError as e:
+        except Refused as e:  # the table's own checks, the hub's and the daemon's refusals
             return reply(name, False, error=str(e), **echo)
         except Exception as e:  # a bug in one command must not take the connection down
             log.exception("command_failed", cmd=name)

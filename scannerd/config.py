@@ -26,6 +26,8 @@ ROLES = ("window", "kiosk")
 BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 PARITIES = ("N", "E", "O", "M", "S")
 LAYOUTS = ("us", "uk", "de", "fr")
+# "auto": a frame ends at CR, LF, CRLF or TAB; the others are one terminator (none: the idle gap only).
+TERMINATOR_NAMES = ("auto", "CR", "LF", "CRLF", "TAB", "none")
 
 T = TypeVar("T")
 
@@ -102,7 +104,7 @@ class ScannerConfig:
     encoding: str = "utf-8"
     role: str = "window"
     area: str = ""  # empty: site.area
-    terminator: str = "CR"
+    terminator: str = "auto"  # CR, LF, CRLF or TAB, whichever the scanner sends
     idle_gap_ms: int = 0  # 0: the transport's default (default_idle_gap_ms), set on creation
     prefix: str = ""
     suffix: str = ""
@@ -120,6 +122,9 @@ class ScannerConfig:
     alt_numpad: bool = False
     human_max_median_gap_ms: float = 15.0
     human_min_chars: int = 6
+    # Scanner control (serial): a profile name from scannerd/control/profiles or [[control.profile]].
+    control: str = ""
+    lock_setup_codes: bool = False  # send the profile's forbid-setup-barcodes command on open
     # Keys only this scanner's transport understands, parsed by its registry entry.
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -128,6 +133,21 @@ class ScannerConfig:
         # the idle gap its transport needs unless one was given.
         if self.idle_gap_ms == 0:
             object.__setattr__(self, "idle_gap_ms", default_idle_gap_ms(self.transport))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """[control]: prompts per role, an amount ceiling, and the profiles (built-in + site)."""
+
+    kiosk_voice: str = ""
+    window_voice: str = ""
+    max_amount_fen: int = 0  # 0: what each device can show
+    recover_interval_s: float = 2.0
+    # name → scannerd.control.profile.Profile (typed Any here: config does not import control)
+    profiles: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def voice_for(self, role: str) -> str:
+        return self.kiosk_voice if role == "kiosk" else self.window_voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +180,64 @@ class DiscoveryConfig:
     extra_vendor_ids: tuple[str, ...] = ()
 
 
+SYSTEM_LEDGER_PATH = "/var/lib/scannerd/ledger.sqlite"
+RESULT_STATUSES = ("paid", "refunded", "failed")
+
+
+def default_ledger_path() -> str:
+    """The unit's StateDirectory when run by systemd or as root, else $XDG_STATE_HOME/scannerd/."""
+    state_directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_directory:
+        return os.path.join(state_directory, "ledger.sqlite")
+    if os.geteuid() == 0:
+        return SYSTEM_LEDGER_PATH
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "scannerd", "ledger.sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceKind:
+    """One kind of transaction the acceptance standard asks every station to show.
+
+    A scan counts when its kind (and channel, if given) match; a HIS result on that scan counts
+    when its channel, medical_insurance flag and status match.
+    """
+
+    name: str
+    scan_kind: str
+    scan_channel: str = ""  # empty: any channel (a scanner cannot tell whose 医保码 it is)
+    result_channel: str = ""
+    result_medical_insurance: bool | None = None  # None: either
+    result_statuses: tuple[str, ...] = ("paid", "refunded")  # reversed transactions count too
+
+
+DEFAULT_ACCEPTANCE_KINDS: tuple[AcceptanceKind, ...] = (
+    # 云闪付医保码一码付: the scanner sees a 医保码; the HIS says UnionPay settled it.
+    AcceptanceKind("unionpay_medical", scan_kind="medical_insurance", result_channel="unionpay", result_medical_insurance=True),
+    # 银联标准付款码: a UnionPay payment code the HIS reports paid or refunded.
+    AcceptanceKind("unionpay_standard", scan_kind="payment", scan_channel="unionpay", result_channel="unionpay"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceConfig:
+    ledger: str = field(default_factory=default_ledger_path)
+    result_retention_h: float = 24.0  # how long a scan id accepts a HIS `result`
+    # Bound on remembered scan ids (ids only, never codes; ~0.4 kB each): a busy window scans
+    # a few hundred codes a day.
+    result_ids_max: int = 20_000
+    kinds: tuple[AcceptanceKind, ...] = DEFAULT_ACCEPTANCE_KINDS
+    # Required kinds per role (names from `kinds`).
+    required: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {role: ("unionpay_medical", "unionpay_standard") for role in ROLES}
+    )
+    # Areas the hospital verdict requires; empty: the areas that have stations in the ledger.
+    areas: tuple[str, ...] = ()
+
+    def kind(self, name: str) -> AcceptanceKind:
+        return next(k for k in self.kinds if k.name == name)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<embedded default>"
@@ -170,6 +248,8 @@ class Config:
     mqtt: MqttConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     rules: tuple[dict[str, Any], ...] = ()  # raw [[rule]] tables, validated by classify
     classify: dict[str, Any] = field(default_factory=dict)  # raw [classify] table
     # The classifier compiled from rules + classify while validating them; not part of equality.
@@ -179,7 +259,8 @@ class Config:
         return scanner.area or self.site.area
 
     def classifier(self) -> Any:
-        """The classifier for this config (built once, when the config was read)."""
+        """The classifier for this config: built when the config was read, or on first use when
+        it was read with `compile_rules=False` (then a bad rule raises ConfigError here)."""
         if self.compiled is None:
             object.__setattr__(self, "compiled", _build_classifier(self))
         return self.compiled
@@ -330,12 +411,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         raise t.err("name", "expected a non-empty name (used in events, topics and logs)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.err("name", f"expected letters, digits, '-', '_' or '.' (it becomes an MQTT topic level), got {_show(name)}")
-    transports = registry.names()
-    if t.data.get("transport") == "hidpos" and "hidpos" not in transports:
-        # Said plainly rather than failing at start: this build has no HID-POS source.
-        raise t.err("transport", 'expected serial | evdev: HID-POS ("hidpos") is not supported yet; '
-                    "program the scanner to USB-COM (serial) or keyboard (evdev) mode")
-    transport = t.choice("transport", transports, "serial")
+    transport = t.choice("transport", registry.names(), "serial")
     path = t.get("path", str, "")
     usb = t.check("usb", t.get("usb", str, "").lower(), r"[0-9a-f]{4}:[0-9a-f]{4}", 'a USB id "vid:pid" in hex, e.g. "0c2e:0b61"')
     match_name = t.get("match_name", str, "")
@@ -370,7 +446,7 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         encoding=encoding,
         role=t.choice("role", ROLES, "window"),
         area=t.choice("area", AREAS, ""),
-        terminator=t.choice("terminator", ("CR", "LF", "CRLF", "TAB", "none"), "CR"),
+        terminator=t.choice("terminator", TERMINATOR_NAMES, "auto"),
         idle_gap_ms=t.number("idle_gap_ms", 0, 5, 5000) if "idle_gap_ms" in t.data else 0,  # 0: by transport
         prefix=t.get("prefix", str, ""),
         suffix=t.get("suffix", str, ""),
@@ -386,10 +462,29 @@ def _scanner(t: _Table, index: int, site: SiteConfig) -> ScannerConfig:
         alt_numpad=t.get("alt_numpad", bool, False),
         human_max_median_gap_ms=t.number("human_max_median_gap_ms", 15.0, 0.1, 1000, integer=False),
         human_min_chars=t.number("human_min_chars", 6, 1, 512),
-        settings=registry.get(transport).parse_settings(t),
+        control=t.get("control", str, ""),
+        lock_setup_codes=t.get("lock_setup_codes", bool, False),
+        settings=_transport_settings(t, registry.get(transport)),
     )
+    if scanner.control and transport != "serial":
+        raise t.err("control", "expected control only on a serial scanner (HID-POS output reports come with HID-POS)")
+    if scanner.lock_setup_codes and not scanner.control:
+        raise t.err("lock_setup_codes", 'expected a control profile on this scanner (control = "…") to send it with')
     t.finish()
     return scanner
+
+
+def _transport_settings(t: _Table, transport: registry.Transport) -> dict[str, Any]:
+    """The keys only this scanner's transport understands, as its registry entry declares them."""
+    out: dict[str, Any] = {}
+    for setting in transport.settings:
+        if setting.choices:
+            out[setting.name] = t.choice(setting.name, setting.choices, setting.default)
+        else:
+            out[setting.name] = t.get(setting.name, type(setting.default), setting.default)
+        if setting.pattern:
+            t.check(setting.name, out[setting.name], setting.pattern, setting.doc)
+    return out
 
 
 def _mqtt(t: _Table, file: str) -> MqttConfig:
@@ -461,6 +556,113 @@ def _discovery(t: _Table) -> DiscoveryConfig:
     return cfg
 
 
+def _control(t: _Table) -> ControlConfig:
+    # Imported here: the control package imports config.
+    from .control.profile import builtin_profiles, site_profiles
+
+    t.used.add("profile")
+    profiles = site_profiles(t.data.get("profile", []), t.file, builtin_profiles())
+    cfg = ControlConfig(
+        kiosk_voice=t.get("kiosk_voice", str, ""),
+        window_voice=t.get("window_voice", str, ""),
+        max_amount_fen=t.number("max_amount_fen", 0, 0, 99_999_999),
+        recover_interval_s=t.number("recover_interval_s", 2.0, 0.1, 600, integer=False),
+        profiles=profiles,
+    )
+    t.finish()
+    return cfg
+
+
+_KIND_NAME = r"[a-z][a-z0-9_]{0,39}"
+
+
+def _acceptance_kind(t: _Table, name: str) -> AcceptanceKind:
+    # The vocabulary of events; model imports nothing from here.
+    from .model import Channel, Kind
+
+    kinds = tuple(k.value for k in Kind)
+    channels = tuple(c.value for c in Channel)
+    statuses = t.get("result_status", list, ["paid", "refunded"])
+    for i, status in enumerate(statuses):
+        if status not in RESULT_STATUSES:
+            raise t.err(f"result_status[{i + 1}]", f"expected one of {' | '.join(RESULT_STATUSES)}, got {_show(status)}")
+    if not statuses:
+        raise t.err("result_status", "expected at least one status (e.g. [\"paid\", \"refunded\"])")
+    medical = t.get("result_medical_insurance", bool, False) if "result_medical_insurance" in t.data else None
+    kind = AcceptanceKind(
+        name=name,
+        scan_kind=t.choice("scan_kind", kinds, "", shown=" | ".join(kinds)),
+        scan_channel=t.choice("scan_channel", channels, "", shown="a channel name such as unionpay, nhsa, wechat"),
+        result_channel=t.choice("result_channel", channels, "", shown="a channel name such as unionpay"),
+        result_medical_insurance=medical,
+        result_statuses=tuple(statuses),
+    )
+    if not kind.scan_kind:
+        raise t.err("scan_kind", f"expected the kind of scan this counts: one of {' | '.join(kinds)}")
+    t.finish()
+    return kind
+
+
+def _acceptance(t: _Table) -> AcceptanceConfig:
+    base = AcceptanceConfig()
+    kinds = {k.name: k for k in base.kinds}
+    raw_kinds = t.get("kind", dict, {})
+    for name, table in raw_kinds.items():
+        if not re.fullmatch(_KIND_NAME, name):
+            raise t.err(f"kind.{name}", "expected a kind name of lowercase letters, digits and '_' (e.g. wechat_medical)")
+        kinds[name] = _acceptance_kind(_Table(t.file, t.key(f"kind.{name}"), table), name)
+    required = dict(base.required)
+    raw_required = t.get("required", dict, {})
+    for role, names in raw_required.items():
+        key = f"required.{role}"
+        if role not in ROLES:
+            raise t.err(key, f"expected a role: one of {' | '.join(ROLES)}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise t.err(key, f"expected a list of kind names, got {_show(names)}")
+        for i, n in enumerate(names):
+            if n not in kinds:
+                raise t.err(f"{key}[{i + 1}]", f"expected a kind defined here or by default ({', '.join(sorted(kinds))}), got {_show(n)}")
+        required[role] = tuple(names)
+    areas = t.get("areas", list, [])
+    for i, area in enumerate(areas):
+        if area not in AREAS:
+            raise t.err(f"areas[{i + 1}]", f"expected one of {' | '.join(AREAS)}, got {_show(area)}")
+    cfg = AcceptanceConfig(
+        ledger=t.get("ledger", str, "") or default_ledger_path(),
+        result_retention_h=t.number("result_retention_h", 24.0, 0.01, 24 * 31, integer=False),
+        result_ids_max=t.number("result_ids_max", 20_000, 1, 1_000_000),
+        kinds=tuple(kinds.values()),
+        required=required,
+        areas=tuple(areas),
+    )
+    t.finish()
+    return cfg
+
+
+def _check_control(file: str, control: ControlConfig, scanners: tuple[ScannerConfig, ...]) -> None:
+    """Every scanner's profile exists, and the role's prompt and the amount ceiling suit it."""
+    from .control.params import ControlParamError, check_voice, max_amount_fen
+
+    for i, s in enumerate(scanners):
+        if not s.control:
+            continue
+        key = f"scanner[{i + 1}]"
+        profile = control.profiles.get(s.control)
+        if profile is None:
+            raise ConfigError(file, f"{key}.control", f"expected a control profile, one of {' | '.join(sorted(control.profiles))}, got {_show(s.control)}")
+        if s.lock_setup_codes and not profile.has("lock_setup_codes"):
+            raise ConfigError(file, f"{key}.lock_setup_codes", f"expected a profile that can lock setup codes; {profile.name} has no lock_setup_codes verb")
+        voice = control.voice_for(s.role)
+        if voice and profile.has("voice"):
+            try:
+                check_voice(voice, profile)
+            except ControlParamError as e:
+                raise ConfigError(file, f"control.{s.role}_voice", f"{e.message} (for {s.name}, profile {profile.name})") from None
+        top = max_amount_fen(profile)
+        if profile.has("amount") and control.max_amount_fen > top:
+            raise ConfigError(file, "control.max_amount_fen", f"expected at most {top} (what {profile.name} on {s.name} can show), got {control.max_amount_fen}")
+
+
 def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) -> T:
     root.used.add(name)
     if name not in root.data:
@@ -468,7 +670,11 @@ def _section(root: _Table, name: str, parse: Callable[[_Table], T], default: T) 
     return parse(_Table(root.file, name, root.data[name]))
 
 
-def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
+def parse_config(
+    data: dict[str, Any], file: str = "config.toml", *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """`compile_rules=False`: leave [[rule]] and [classify] unchecked until `classifier()` (for
+    tools that only need the socket path); `search_overlaps`: check-config's strict rule check."""
     root = _Table(file, "", data)
     site = _section(root, "site", _site, SiteConfig())
     socket = _section(root, "socket", _socket, SocketConfig())
@@ -486,6 +692,9 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
     mqtt = _section(root, "mqtt", lambda t: _mqtt(t, file), None)
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
+    control = _section(root, "control", _control, None) or _control(_Table(file, "control", {}))
+    _check_control(file, control, scanners)
+    acceptance = _section(root, "acceptance", _acceptance, AcceptanceConfig())
     root.used.update({"rule", "classify"})
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
@@ -503,29 +712,41 @@ def parse_config(data: dict[str, Any], file: str = "config.toml") -> Config:
         mqtt=mqtt,
         metrics=metrics,
         discovery=discovery,
+        control=control,
+        acceptance=acceptance,
         rules=tuple(rules),
         classify=dict(classify),
     )
-    config.classifier()  # site rules are checked by the classifier that will run them
+    if compile_rules:
+        # Site rules are checked by the classifier that will run them.
+        object.__setattr__(config, "compiled", _build_classifier(config, search_overlaps=search_overlaps))
     return config
 
 
-def _build_classifier(config: Config) -> Any:
-    from .classify import Classifier, RuleError  # here: classify imports model, not config
+def _build_classifier(config: Config, *, search_overlaps: bool = False) -> Any:
+    # Imported here: classify imports model, not config.
+    from .classify import Classifier, RuleError
 
     try:
-        return Classifier.build(config.rules, config.classify)
+        return Classifier.build(config.rules, config.classify, search_overlaps=search_overlaps)
     except RuleError as e:
         raise ConfigError(config.source, e.key, e.message) from None
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present)."""
+def load_config(
+    path: str | os.PathLike[str] | None, *, compile_rules: bool = True, search_overlaps: bool = False
+) -> Config:
+    """Read a config file; None means the embedded default (or /etc/scannerd/config.toml if present).
+
+    `compile_rules=False` reads everything but the rules (compiled on first `classifier()`):
+    `status` and the other socket tools must work when a site rule is broken. `search_overlaps`
+    adds the slow same-priority overlap search: `check-config` only, never the daemon.
+    """
     if path is None:
         if DEFAULT_CONFIG_PATH.exists():
             path = DEFAULT_CONFIG_PATH
         else:
-            return Config()
+            return Config()  # default rules only: compiled on first classifier(), checked by the tests
     p = Path(path)
     name = str(p)
     try:
@@ -544,4 +765,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         # tomllib parses nested arrays and inline tables recursively.
         raise ConfigError(name, "", "not valid TOML: expected arrays and inline tables nested a few levels deep, "
                                     "got nesting deeper than the parser's limit") from None
-    return parse_config(data, name)
+    return parse_config(data, name, compile_rules=compile_rules, search_overlaps=search_overlaps)

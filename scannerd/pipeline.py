@@ -6,6 +6,8 @@ loop and never blocks: a sink that cannot keep up queues or drops by its own rul
 
 from __future__ import annotations
 
+import base64
+import collections
 import hashlib
 import os
 import time
@@ -15,6 +17,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from .classify_faults import METRIC as CLASSIFY_ERRORS
+from .classify_faults import ClassifyFaults
 from .config import PolicyConfig
 from .model import (
     Classification,
@@ -34,7 +38,8 @@ log = structlog.get_logger("scannerd.pipeline")
 
 
 class ClassifierLike(Protocol):
-    def classify(self, text: str, symbology: str | None = None) -> Classification: ...
+    def classify(self, text: str, symbology: str | None = None,
+                 on_error: Callable[[str, str, Exception], None] | None = None) -> Classification: ...
 
 
 class CensusLike(Protocol):
@@ -47,18 +52,16 @@ class EventSink(Protocol):
     def deliver(self, event: Event) -> None: ...
 
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# ULIDs in Crockford base32, made by the C base32 encoder: RFC 4648's alphabet translated.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def new_event_id(now_ms: int | None = None) -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sorts by time."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 20 bytes are 32 base32 characters; the last 26 hold the value's 130 low bits.
+    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode("ascii")
 
 
 @dataclass
@@ -84,9 +87,13 @@ class Pipeline:
         self.metrics = metrics
         self.census = census
         self.clock = clock
+        # A rule that raises counts as not matching; the fault is counted and logged once per rule.
+        self.classify_faults = ClassifyFaults(lambda rule: metrics.inc(CLASSIFY_ERRORS, {"rule": rule}))
         # device → {code digest: last seen ns}; digests, so no bearer token lingers in memory
         # longer than the framer's own buffer.
-        self._recent: dict[str, dict[bytes, int]] = {}
+        # Oldest first (each sighting moves its digest to the end), so forgetting what left the
+        # window pops from the front: O(1) a scan, however many codes the window holds.
+        self._recent: dict[str, collections.OrderedDict[bytes, int]] = {}
         self._arming: dict[str, _Arming] = {}
         self.devices: dict[str, DeviceInfo] = {}
         self.last_scan_ns: dict[str, int] = {}
@@ -149,7 +156,7 @@ class Pipeline:
         if isinstance(item, Rejected):
             return self._reject(device.name, item.reason, item.text)
         frame = item
-        c = self.classifier.classify(frame.text, frame.symbology)
+        c = self.classifier.classify(frame.text, frame.symbology, on_error=self.classify_faults)
         if self.census is not None:
             self.census.observe(frame.text, frame.symbology, c)  # it counts unknown/candidate shapes only
         if c.reject_reason:
@@ -175,6 +182,8 @@ class Pipeline:
             injected=frame.injected,
         )
         self._count_scan(event)
+        self._fan_out(event)
+        # Logged after the hand-over: the log line's cost is not part of the scan's latency.
         fields = {"injected": True} if frame.injected else {}
         log.info(
             "scan",
@@ -186,7 +195,6 @@ class Pipeline:
             scan_ms=round(frame.scan_ms, 1),
             **fields,
         )
-        self._fan_out(event)
         return event
 
     def device_state(self, event: DeviceStateEvent) -> None:
@@ -204,13 +212,16 @@ class Pipeline:
         window = self.policy.duplicate_window_ms * 1_000_000
         if window <= 0:
             return False
-        recent = self._recent.setdefault(device, {})
-        # Forget what is out of the window so the map stays small.
-        for k in [k for k, t in recent.items() if now_ns - t > window]:
-            del recent[k]
+        recent = self._recent.setdefault(device, collections.OrderedDict())
+        while recent:
+            oldest, seen_ns = next(iter(recent.items()))
+            if now_ns - seen_ns <= window:
+                break
+            del recent[oldest]
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         seen = digest in recent
         recent[digest] = now_ns
+        recent.move_to_end(digest)
         return seen
 
     def _count_scan(self, event: ScanEvent) -> None:

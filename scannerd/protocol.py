@@ -1,4 +1,4 @@
-"""Protocol v1 encoding: events → JSON lines, client lines → commands. No I/O here.
+"""Protocol encoding: events → JSON lines, client lines → commands. No I/O here.
 
 The same encoding serves the Unix socket and MQTT, so an HIS reads one format everywhere.
 """
@@ -18,6 +18,11 @@ PROTOCOL_VERSION = 2
 # Integers longer than this are refused before Python parses them (a 5000-digit number costs
 # quadratic time and is never a valid argument).
 MAX_INT_DIGITS = 20
+
+class Refused(ValueError):
+    """A well-formed command that cannot be carried out; the message becomes the reply's `error`.
+    Raised by the command table and the rooms it calls (the hub, the daemon)."""
+
 
 class ProtocolError(ValueError):
     """A client line that is not a valid command; answered with ok=false and this message."""
@@ -110,6 +115,10 @@ def decode_command(line: bytes) -> dict[str, Any]:
         raise ProtocolError(f"not a JSON object: {e}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("not a JSON object")
+    try:  # a lone surrogate (\ud800) decodes, but could never be echoed back in a reply
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("not a JSON object: a string holds a lone surrogate (not Unicode text)") from None
     if not isinstance(obj.get("cmd"), str):
         raise ProtocolError('missing "cmd" (a string)')
     return obj

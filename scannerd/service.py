@@ -18,22 +18,30 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import __version__
+from .acceptance.command import RESULT_COMMAND
+from .acceptance.station import StationAcceptance
 from .census import Census
+from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
 from .config import Config, ConfigError, ScannerConfig, load_config
+from .control.device_controllers import ControlParamError, DeviceControllers
+from .daycounts import DayCounts, DayCountSink, default_state_dir
+from .delivery.hub import Hub
+from .delivery.outcomes import OutcomeMetrics, Outcomes
+from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .framing import TERMINATORS, FramingSpec
+from .hints import NoScannerHint
+from .latency_window import LatencyWindow
+from .loop_errors import LoopErrorHandler
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
-from .command_table import CommandContext, CommandError, CommandTable
-from .delivery.hub import Hub, HubError
-from .delivery.outcomes import OutcomeMetrics, Outcomes
-from .delivery.unix_socket import SocketInUse, UnixSocketServer
 from .pipeline import Pipeline
-from .protocol import encode_event
+from .protocol import encode_event, wall_clock_iso
 from .sdnotify import Notifier, watchdog_loop
 from .sinks.base import Sink
 from .sources import registry
-from .sources.base import Source
+from .sources.base import Source, SourceRequest
 
 if TYPE_CHECKING:  # imported lazily at run time: aiomqtt only loads when [mqtt] is configured
     from .sinks.mqtt import MqttSink
@@ -60,6 +68,11 @@ class _Running:
     task: asyncio.Task[None]
 
 
+def _node(path: str) -> str:
+    """The kernel node behind a configured path (often a /dev/serial/by-id or /dev/scanner link)."""
+    return os.path.realpath(path) if path else ""
+
+
 def _source_settings(scanner: ScannerConfig) -> ScannerConfig:
     """What a running source depends on: everything but the labels its events carry."""
     return dataclasses.replace(scanner, role="window", area="")
@@ -76,12 +89,22 @@ class Daemon:
         self.classifier = config.classifier()
         self.pipeline = Pipeline(config.policy, self.classifier, [], self.metrics, self.census)
         self.notifier = Notifier()
+        self.no_scanner_hint = NoScannerHint()
         # Delivery: outcomes are counted by whoever subscribes (metrics now, the ledger later).
         self.outcomes = Outcomes()
         self.outcomes.subscribe(OutcomeMetrics(self.metrics))
+        # For `status`: today's counts per device (kept across restarts, counts only) and recent latency.
+        self.day_counts = DayCountSink(DayCounts.open(default_state_dir()))
+        self.latency = LatencyWindow()
+        self.outcomes.subscribe(self.latency.on_outcome)
+        self.last_reload: dict[str, Any] | None = None
         self.hub = Hub(self.outcomes, client_buffer_bytes=config.socket.client_buffer_bytes,
                        queue_limit=config.policy.queue_limit)
-        self.commands = CommandTable(self)
+        # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
+        # is written by its own thread, never on this loop.
+        self.acceptance = StationAcceptance(config, self.hostname)
+        self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
+        self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
         self.mqtt_sink: MqttSink | None = None
@@ -92,25 +115,33 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: dict[str, int] = {}  # devnode → restarts of a discovered source, for backoff
+        self._switch_timers: dict[str, asyncio.TimerHandle] = {}  # device → switch off at the arm's TTL
+        # A stall of the one loop (reload, a slow disk, a hostile input) shows in metrics.
+        self.loop_lag = LoopLagMonitor(self._record_loop_lag, interval_s=1.0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        LoopErrorHandler().install(loop)  # one line per kind of loop error, not one per retry
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         self.socket_server = self._make_socket_server(self.config)
         await self.socket_server.start()
+        await self.day_counts.start()
         await self._start_mqtt(self.config)
         self._sync_sinks()
         await self._start_metrics(self.config)
+        await self.acceptance.start()
         for scanner in self.config.scanners:
             if scanner.path:  # the rest (usb, by_id, match_name) are found by discovery
                 self._start_source(scanner, scanner.path)
         await self._start_discovery()
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
+        self._hint_if_no_scanner()
+        self.loop_lag.start()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -118,6 +149,7 @@ class Daemon:
         self.notifier.stopping()
         watchdog.cancel()
         status.cancel()
+        self.loop_lag.stop()
         await self._shutdown()
         return 0
 
@@ -129,6 +161,8 @@ class Daemon:
             self.discovery.stop()
         for name in list(self.running):
             await self._stop_source(name)
+        await self.controllers.close()
+        await self.acceptance.stop()  # after the sources: every scan read is counted and written
         if self.socket_server is not None:
             await self.socket_server.stop()
         for sink in list(self.sinks):
@@ -154,10 +188,21 @@ class Daemon:
         while True:
             await asyncio.sleep(10)
             self.notifier.status(self.status_line())
+            self._hint_if_no_scanner()
+            self.day_counts.flush()
+
+    def _hint_if_no_scanner(self) -> None:
+        hint = self.no_scanner_hint.tick(len(self.running), time.monotonic())
+        if hint is not None:
+            log.warning("no_scanner", hint=hint)
+
+    def _record_loop_lag(self, lag_s: float) -> None:
+        self.metrics.observe("scannerd_loop_lag_seconds", lag_s)
+        self.metrics.set("scannerd_loop_lag_last_seconds", lag_s)
 
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
-        parts = [f"{present}/{len(self.running)} scanners present", f"{self.pipeline.scans_today} scans today"]
+        parts = [f"{present}/{len(self.running)} scanners present", f"{self.day_counts.counts.scans} scans today"]
         counts = self.hub.counts()
         parts.append(f"socket {counts['his']} his, {counts['monitors']} monitors")
         if self.mqtt_sink is not None:
@@ -167,7 +212,7 @@ class Daemon:
     # --- sinks ----------------------------------------------------------------------------
 
     def _make_socket_server(self, config: Config) -> UnixSocketServer:
-        return UnixSocketServer(config.socket, self.hub, self.commands.dispatch, hostname=self.hostname,
+        return UnixSocketServer(config.socket, self.hub, self.commands.handle, hostname=self.hostname,
                                 commands=self.commands.allowed("socket"))
 
     async def _mqtt_command(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +224,8 @@ class Daemon:
             return
         from .sinks.mqtt import MqttSink
 
-        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, on_command=self._mqtt_command)
+        self.mqtt_sink = MqttSink(config.mqtt, hostname=self.hostname, metrics=self.metrics, outcomes=self.outcomes,
+                                  on_command=self._mqtt_command)
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
@@ -189,7 +235,7 @@ class Daemon:
             await self.metrics_server.start()
 
     def _sync_sinks(self) -> None:
-        self.sinks = [self.hub] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
+        self.sinks = [self.hub, self.day_counts] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
         self.pipeline.set_sinks(self.sinks)
 
     # --- sources --------------------------------------------------------------------------
@@ -209,15 +255,31 @@ class Daemon:
         device = self.device_info(scanner, path)
         self.pipeline.register_device(device)
 
-        def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
-
-        request = registry.SourceRequest(device, scanner, framing_spec(scanner), emit, self.pipeline.device_state,
-                                         reopen=self._polls_its_path(scanner))
-        source = registry.get(scanner.transport).make_source(request)
+        emit = self._emitter(device)
+        spec = framing_spec(scanner)
+        request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
+                                reopen=self._polls_its_path(scanner),
+                                control=self.controllers.channel_for(scanner, spec, emit))
+        source_class: type[Source] = registry.get(scanner.transport).source_class()
+        source = source_class.from_request(request)
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
+
+    def _emitter(self, device: DeviceInfo) -> Callable[[Frame | Rejected], None]:
+        """Where a source's reads go: the pipeline, then what follows from its answer (the
+        acceptance ledger counts a scan; the scanner gets its good / bad feedback)."""
+
+        def emit(item: Frame | Rejected) -> None:
+            event = self.pipeline.submit(self.pipeline.devices.get(device.name, device), item)
+            if isinstance(event, ScanEvent):
+                self.acceptance.on_scan(event)
+            self.controllers.outcome(device.name, event)  # a scanner with a control profile
+            running = self.running.get(device.name)
+            if event is not None and running is not None:
+                running.source.feedback(isinstance(event, ScanEvent))  # HID-POS beep, where asked for
+
+        return emit
 
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
         """A configured serial entry with an explicit path: its source waits for that path itself.
@@ -242,7 +304,7 @@ class Daemon:
                 if self.discovery is not None and not self._polls_its_path(current.scanner):
                     # A source that ran a while was healthy: start the backoff over.
                     # Discovery keys devices by kernel node; a configured path may be a by-id link.
-                    node = os.path.realpath(source.device.path)
+                    node = os.path.realpath(source.device.path)  # noqa: ASYNC240 - a /dev link, resolved in memory by devtmpfs
                     tries = 0 if time.monotonic() - started > 30 else self._retries.get(node, 0)
                     self._retries[node] = tries + 1
                     self.discovery.forget(node, retry_after_s=min(60.0, 2.0 * 2**tries))
@@ -319,11 +381,14 @@ class Daemon:
                 ok = False
             finally:
                 self.notifier.ready(self.status_line())
+            self.last_reload = {"ok": ok, "at": wall_clock_iso()}
             return ok
 
     async def _reload(self) -> bool:
         try:
-            new = load_config(self.config_path)
+            # Off the loop: reading the file and compiling the site rules takes milliseconds to
+            # seconds, and a scanner sending meanwhile must not have its read cut by the idle gap.
+            new = await asyncio.to_thread(load_config, self.config_path)
             classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)
@@ -339,6 +404,7 @@ class Daemon:
         self.config = new
         self.classifier = classifier
         self.pipeline.reconfigure(new.policy, classifier)
+        await self.controllers.reconfigure(new.control, new.scanners)
         if new.mqtt != old.mqtt:
             old_mqtt, self.mqtt_sink = self.mqtt_sink, None
             await self._start_mqtt(new)
@@ -360,13 +426,20 @@ class Daemon:
                 log.error("metrics_unavailable", listen=new.metrics.listen, error=str(e))
                 self.metrics_server = None
         wanted = {s.name: s for s in new.scanners}
+        # Sources are reconciled by the device they hold, not only by name: an entry that now
+        # names a device an auto-detected (or renamed) source holds must get that device.
+        claimed = {_node(s.path): s.name for s in new.scanners if s.path}
+        auto_detects = new.discovery.auto and not new.scanners
         for name, running in list(self.running.items()):
             keep = wanted.get(name)
-            removed = keep is None and running.scanner in old.scanners  # auto-detected ones stay
+            configured = running.scanner in old.scanners
+            # An auto-detected source stays while the new config still auto-detects.
+            removed = keep is None and (configured or not auto_detects)
             changed = keep is not None and _source_settings(keep) != _source_settings(running.scanner)
+            taken = claimed.get(_node(running.source.device.path), name) != name
             # An unchanged scanner keeps its source, its open port and any scan in flight;
             # a new area or role is only a new label on its events.
-            if removed or changed:
+            if removed or changed or taken:
                 await self._stop_source(name)
             elif keep is not None:
                 running.scanner = keep
@@ -384,19 +457,16 @@ class Daemon:
     async def _reload_socket(self, old: Config, new: Config) -> None:
         server = self.socket_server
         assert server is not None
+        if new.socket.path != old.socket.path:
+            successor = self._make_socket_server(new)
+            await successor.start()  # raises: the caller refuses the reload, nothing has changed
+            self.socket_server = successor
+            # Connections on the old path close; the hub keeps every waiting scan, and what a
+            # closing HIS had not acked goes to the next HIS (on either path) within its TTL.
+            await server.stop()
+        elif new.socket != old.socket:
+            server.reconfigure(new.socket)  # clients stay connected
         self.hub.reconfigure(client_buffer_bytes=new.socket.client_buffer_bytes, queue_limit=new.policy.queue_limit)
-        if new.socket.path == old.socket.path:
-            if new.socket != old.socket:
-                server.reconfigure(new.socket)  # clients stay connected
-            return
-        successor = self._make_socket_server(new)
-        await successor.start()  # raises: the caller refuses the reload, the old socket serves on
-        self.socket_server = successor
-        # Connections on the old path close; the hub keeps every waiting scan, and what a
-        # closing HIS had not acked goes to the next HIS (on either path) within its TTL.
-        await server.stop()
-
-    # --- commands (socket and MQTT) -------------------------------------------------------
 
     # Services for the command table (command_table.py holds the commands themselves).
 
@@ -416,26 +486,51 @@ class Daemon:
         return {"shapes": self.census.snapshot(), "overflow": self.census.overflow}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
     async def arm(self, device: str, ttl_s: float | None, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
-        self.pipeline.arm(device, ttl_s)
-        return {"device": device, "ttl_s": ttl_s, "scanner": "not_controllable"}
+        try:
+            self.controllers.check(device, amount_fen, voice)  # refused before anything changes
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
+        self.pipeline.arm(device, ttl_s)  # scans count from now, while the device switches on
+        result = await self.controllers.arm(device, amount_fen, voice, ttl_s)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, True, ttl_s)  # a HID-POS trigger, if it has one
+        return {"device": device, "ttl_s": ttl_s, **result}
 
     async def disarm(self, device: str) -> dict[str, Any]:
         self.pipeline.disarm(device)
-        return {"device": device, "scanner": "not_controllable"}
+        result = await self.controllers.disarm(device)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, False, None)
+        return {"device": device, **result}
+
+    def _switch(self, device: str, on: bool, ttl_s: float | None) -> str:
+        """A scanner whose transport can switch it (HID-POS trigger) without a control profile;
+        with a TTL it is switched off again when the arming runs out."""
+        timer = self._switch_timers.pop(device, None)
+        if timer is not None:
+            timer.cancel()
+        running = self.running.get(device)
+        if running is None:
+            return "not_controllable"
+        answer = running.source.switch(on)
+        if on and ttl_s is not None and answer != "not_controllable":
+            self._switch_timers[device] = asyncio.get_running_loop().call_later(
+                ttl_s, lambda: self._switch(device, False, None))
+        return answer
+
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        try:
+            return {"device": device, **await self.controllers.display(device, amount_fen, voice)}
+        except ControlParamError as e:
+            raise CommandError(str(e)) from None
 
     def _device_for(self, name: str) -> DeviceInfo:
         known = self.pipeline.devices.get(name)
@@ -464,6 +559,10 @@ class Daemon:
             wire["masked"] = mask(event.code)
         return {"event": wire}
 
+    def result(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The HIS's `result` command (acceptance ledger)."""
+        return self.acceptance.result_command(args)
+
     def status(self, ctx: CommandContext | None = None) -> dict[str, Any]:
         counts = self.hub.counts()
         if ctx is not None and ctx.subscriber is not None and ctx.subscriber.role is None:
@@ -477,10 +576,15 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "config": self.config.source,
             "site": dataclasses.asdict(self.config.site),
-            "scans_today": self.pipeline.scans_today,
+            "scans_today": self.day_counts.counts.scans,
+            "today": self.day_counts.counts.snapshot(),
+            "latency": self.latency.snapshot(),
+            "last_reload": self.last_reload,
             "devices": self.devices(),
             "sinks": sinks,
             "armed": self.pipeline.arming_state(),
+            "control": self.controllers.states(),
+            "acceptance": self.acceptance.status(),
         }
 
     def devices(self) -> list[dict[str, Any]]:

@@ -71,18 +71,58 @@ class SimulatedScanner:
             self.link.unlink()
 
 
-def demo_config(directory: Path, link: Path) -> str:
-    return f"""# Written by `scannerd simulate`: one simulated serial scanner, the socket in this folder.
+def demo_directory() -> Path:
+    """Where `scannerd demo` keeps its socket, config, ptys and log: a well-known place, so the
+    CLI (`inject`, `status`, `listen`) finds a running demo without flags."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "scannerd-demo"
+    return Path(f"/tmp/scannerd-demo-{os.geteuid()}")
+
+
+def demo_socket_path() -> str:
+    return str(demo_directory() / "scannerd.sock")
+
+
+def demo_running() -> bool:
+    """A `scannerd demo` holds its folder's lock and serves its socket there right now."""
+    directory = demo_directory()
+    try:
+        pid = int((directory / "demo.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return os.path.exists(f"/proc/{pid}") and os.path.exists(directory / "scannerd.sock")
+
+
+def demo_config(directory: Path, link: Path, kiosk: Path | None = None, socket_path: Path | None = None) -> str:
+    """A config for simulated scanners: a cashier window on `link` and, optionally, a kiosk on
+    `kiosk`. Auto-detection is off: a demo must never grab the site's real scanners."""
+    text = f"""# Written by scannerd (simulate / demo): simulated serial scanners, the socket in this folder.
 [site]
 area = "outpatient"
 
 [socket]
-path = "{directory / 'scannerd.sock'}"
+path = "{socket_path or directory / 'scannerd.sock'}"
+
+[discovery]
+auto = false
 
 [[scanner]]
 name = "sim-window-1"
 transport = "serial"
 path = "{link}"
 baudrate = 9600
+role = "window"
 terminator = "CR"
 """
+    if kiosk is not None:
+        text += f"""
+[[scanner]]
+name = "sim-kiosk-1"
+transport = "serial"
+path = "{kiosk}"
+baudrate = 9600
+role = "kiosk"
+terminator = "CR"
+"""
+    return text

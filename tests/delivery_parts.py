@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scannerd.command_table import CommandContext, CommandError, CommandTable
+from scannerd.command_table import CommandContext, CommandTable
 from scannerd.config import SocketConfig
-from scannerd.delivery.hub import Hub, HubError
+from scannerd.delivery.hub import Hub
 from scannerd.delivery.outcomes import DeliveryOutcome, OutcomeMetrics, Outcomes
 from scannerd.delivery.unix_socket import UnixSocketServer
 from scannerd.metrics import Metrics
@@ -36,6 +36,7 @@ class Services:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.armed: list[str] = []
+        self.displayed: list[tuple[str, int | None, str | None]] = []
 
     def status(self, ctx: CommandContext) -> dict[str, Any]:
         return {"sinks": {"socket": self.hub.counts()}}
@@ -65,22 +66,20 @@ class Services:
     async def disarm(self, device: str) -> dict[str, Any]:
         return {"device": device}
 
+    async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
+        self.displayed.append((device, amount_fen, voice))
+        return {"device": device}
+
     def inject(self, device: str, code: str, symbology: str | None) -> dict[str, Any]:
         return {"event": {"device": device}}
 
     def subscribe(self, ctx: CommandContext, role: str, devices: list[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
-        assert ctx.subscriber is not None
-        try:
-            return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        assert ctx.subscriber is not None  # the table only sends subscribe from a connection
+        return self.hub.subscribe(ctx.subscriber, role, devices, ack, show_codes)
 
     def ack(self, ctx: CommandContext, event_id: str) -> dict[str, Any]:
         assert ctx.subscriber is not None
-        try:
-            return self.hub.ack(ctx.subscriber, event_id)
-        except HubError as e:
-            raise CommandError(str(e)) from None
+        return self.hub.ack(ctx.subscriber, event_id)
 
 
 class Rig:
@@ -96,7 +95,7 @@ class Rig:
         self.services = Services(self.hub)
         self.table = CommandTable(self.services)
         self.config = SocketConfig(path=str(path), client_buffer_bytes=client_buffer_bytes)
-        self.server = UnixSocketServer(self.config, self.hub, self.table.dispatch, hostname="h",
+        self.server = UnixSocketServer(self.config, self.hub, self.table.handle, hostname="h",
                                        commands=self.table.allowed("socket"))
 
     @property
@@ -151,7 +150,7 @@ class AClient:
         """Nothing arrives within `seconds`."""
         try:
             await self.next(timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

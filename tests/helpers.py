@@ -185,7 +185,9 @@ class Daemon:
     def __init__(self, config: Path, socket_path: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.socket_path = socket_path
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        # STATE_DIRECTORY as systemd sets it: the acceptance ledger goes there, not to /var/lib.
+        state = config.with_suffix(".state")
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(state), **(env or {})}
         self.stderr_path = config.with_suffix(".log")
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -198,10 +200,19 @@ class Daemon:
         )
 
     def wait_ready(self, timeout: float = 15.0) -> None:
+        """Until the daemon answers on its socket (the file alone can exist a moment before the
+        daemon listens, or after it failed to start)."""
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            return self.socket_path.exists()
+            if not self.socket_path.exists():
+                return False
+            try:
+                Client(self.socket_path, timeout=2, role=None).close()
+            except (OSError, TimeoutError, ConnectionError):
+                return False
+            return True
 
         wait_for(ready, timeout)
 

@@ -42,11 +42,11 @@ def test_counts_unknown_and_candidate_shapes_only() -> None:
     snap = c.snapshot()
     assert snap[0] == {
         "length": 28, "classes": "digit+upper", "symbology": "qr", "head": "NH", "count": 2,
-        "channel": "nhsa", "kind": "medical_insurance",
+        "channel": "nhsa", "kind": "medical_insurance", "rule": "nhsa.candidate",
     }
     assert snap[1] == {
         "length": 7, "classes": "digit", "symbology": "code128", "head": None, "count": 1,
-        "channel": "unknown", "kind": "other",
+        "channel": "unknown", "kind": "other", "rule": "unknown",
     }
     assert len(snap) == 2
 
@@ -101,6 +101,17 @@ def test_never_stores_a_code(codes: list[tuple[str, str | None]]) -> None:
         assert [type(x) for x in key[:2]] == [int, str] and (key[3] is None or len(key[3]) <= 2)
     assert json.dumps(c.snapshot())  # serialisable for the socket reply
     assert sum(s["count"] for s in c.snapshot()) + c.overflow == sum(
-        1 for text, sym in codes if CLF.classify(text, sym).rule in ("unknown", "nhsa.candidate")
+        1 for text, sym in codes if CLF.classify(text, sym).rule in ("unknown", "nhsa.candidate", "nhsa.ec28.v1")
     )
-    assert all(set(s) == {"length", "classes", "symbology", "head", "count", "channel", "kind"} for s in c.snapshot())
+    assert all(set(s) == {"length", "classes", "symbology", "head", "count", "channel", "kind", "rule"} for s in c.snapshot())
+    assert {s["rule"] for s in c.snapshot()} <= {"unknown", "nhsa.candidate", "nhsa.ec28.v1"}
+
+
+def test_the_generation_rule_and_the_fallback_are_counted_apart() -> None:
+    c = Census()
+    for province in ("33", "37", "11"):
+        observe(c, "424" + "".join(_rng.choice("0123456789") for _ in range(19)) + province + "0000", "qr")
+    observe(c, "424" + "7" * 19 + "990000", "qr")  # province 99: not the rule, the fallback
+    observe(c, "NH" + alnum(26), "qr")
+    by_rule = {(s["rule"], s["length"], s["head"]): s["count"] for s in c.snapshot()}
+    assert by_rule == {("nhsa.ec28.v1", 28, None): 3, ("nhsa.candidate", 28, None): 1, ("nhsa.candidate", 28, "NH"): 1}

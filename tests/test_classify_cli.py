@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import random
 import socket
 import threading
 from pathlib import Path
@@ -32,7 +33,7 @@ def run(argv: list[str]) -> int:
 
 @pytest.fixture
 def no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import scannerd.config as config
+    from scannerd import config
 
     monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
 
@@ -174,3 +175,64 @@ def test_stats_without_daemon(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_empty_census_table() -> None:
     assert "no unknown" in stats_cmd.format_table([])
+
+
+def shapes_of(scans: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    clf, census = Classifier.build(), Census()
+    for text, sym in scans:
+        census.observe(text, sym, clf.classify(text, sym))
+    return census.snapshot()
+
+
+def ec28(province: str = "33") -> str:
+    return "424" + "".join(random.choice("0123456789") for _ in range(19)) + province + "0000"
+
+
+def test_shapes_tell_the_generation_rule_from_the_fallback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    scans = [(ec28(), "qr") for _ in range(4)] + [("NH" + "A1" * 13, "qr")] * 3 + [(ec28("99"), "qr")]
+    daemon = FakeDaemon(tmp_path / "s.sock", shapes_of(scans))
+    try:
+        assert run(["stats", "--shapes", "--socket", str(daemon.path)]) == 0
+    finally:
+        daemon.close()
+    out = capsys.readouterr().out
+    assert "nhsa.ec28.v1" in out and "nhsa.candidate" in out
+    assert "医保码 (medical_insurance) candidates: 8: 4 matched nhsa.ec28.v1, 4 only the generic fallback nhsa.candidate" in out
+
+
+def test_suggest_only_from_shapes_that_look_like_a_medical_insurance_code(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    scans = (
+        [("zz-1234-5678", "code128")] * 10  # a HIS slip: unknown, 1D
+        + [("zz-1234-5678-" + "9" * 20, "qr")] * 10  # 2D but with punctuation
+        + [("https://example.org/" + "a" * 20, "qr")] * 10  # a web link
+        + [(ec28(), "qr") for _ in range(5)]  # already the generation rule
+        + [("QX" + "B2" * 13, "qr")] * 2  # 医保码-like, but seen twice only
+        + [("NH" + "A1" * 13, "qr")] * 3  # 医保码-like, enough evidence
+    )
+    daemon = FakeDaemon(tmp_path / "s.sock", shapes_of(scans))
+    try:
+        assert run(["stats", "--shapes", "--suggest", "--socket", str(daemon.path)]) == 0
+    finally:
+        daemon.close()
+    out = capsys.readouterr().out
+    assert out.count("[[rule]]") == 1
+    refusals = [line for line in out.splitlines() if "no rule suggested" in line]
+    assert len(refusals) == 5, refusals
+    assert any("length 12" in r and "HIS number" in r for r in refusals)
+    assert any("already matched by nhsa.ec28.v1" in r for r in refusals)
+    assert sum("a 医保码 is letters and digits" in r for r in refusals) == 2
+    assert any("seen 2 time(s)" in r for r in refusals)
+    import tomllib
+
+    rule = tomllib.loads("[[rule]]" + out.split("[[rule]]", 1)[1].split("\n\n", 1)[0])["rule"][0]
+    assert (rule["kind"], rule["confidence"], rule["prefix"]) == ("medical_insurance", "candidate", "NH")
+    clf = Classifier.build([rule], search_overlaps=True)  # what check-config would say of it
+    assert clf.classify("NH" + "C3" * 13, "qr").rule == "site.shape1"
+    assert clf.classify("139709347111868295").rule == "wechat.v1"
+    # With a lower bar the twice-seen shape is suggested too.
+    daemon = FakeDaemon(tmp_path / "t.sock", shapes_of(scans))
+    try:
+        assert run(["stats", "--shapes", "--suggest", "--min-count", "2", "--socket", str(daemon.path)]) == 0
+    finally:
+        daemon.close()
+    assert capsys.readouterr().out.count("[[rule]]") == 2

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scannerd.classify import Classifier, RuleError
+
+REPO = Path(__file__).resolve().parent.parent
 
 _rng = random.Random(4242)
 
@@ -24,13 +29,14 @@ def wechat() -> str:
 RX = {"id": "his.rx", "channel": "his", "kind": "other", "regex": r"RX\d{10}", "source": "hospital HIS: 处方单号"}
 
 
+# With the overlap search: what check-config runs, so every rule here is checked the strict way.
 def build(*rules: dict[str, Any], **options: Any) -> Classifier:
-    return Classifier.build(list(rules), options)
+    return Classifier.build(list(rules), options, search_overlaps=True)
 
 
 def err(*rules: Any, **options: Any) -> RuleError:
     with pytest.raises(RuleError) as e:
-        Classifier.build(list(rules), options)
+        Classifier.build(list(rules), options, search_overlaps=True)
     return e.value
 
 
@@ -180,7 +186,7 @@ def test_option_errors(options: dict[str, Any], key: str, fragment: str) -> None
 def test_bad_regex_message_exactly() -> None:
     e = err(RX, {"id": "his.bad", "channel": "his", "kind": "other", "regex": "("})
     assert e.key == "rule[2].regex"
-    assert str(e) == 'rule[2].regex: bad regex "(": missing ), unterminated subpattern'
+    assert str(e) == 'rule[2].regex: bad regex "(": missing ): ('
     assert isinstance(e, ValueError)
 
 
@@ -237,5 +243,28 @@ def test_shadowed_example_is_masked_in_the_message() -> None:
 
 
 def test_default_rules_have_no_overlaps_and_build_fast_enough_to_reload() -> None:
-    clf = Classifier.build()
+    clf = Classifier.build(search_overlaps=True)
     assert len(clf.rules) >= 12
+
+
+def test_the_daemons_build_skips_the_overlap_search_and_the_first_written_rule_wins() -> None:
+    a = {"id": "his.a", "channel": "his", "kind": "other", "regex": r"RX\d{10}"}
+    b = {"id": "his.b", "channel": "his", "kind": "other", "regex": r"RX[0-9]+"}
+    err(a, b)  # check-config refuses the pair …
+    code = "RX" + digits(10)
+    # … the daemon, which never searches, decides by the order the rules are written in.
+    assert Classifier.build([a, b]).classify(code).rule == "his.a"
+    assert Classifier.build([b, a]).classify(code).rule == "his.b"
+
+
+def test_the_daemons_build_never_loads_the_overlap_search() -> None:
+    script = (
+        "import sys\n"
+        "from scannerd.classify import Classifier\n"
+        "Classifier.build([{'id': 'his.rx', 'channel': 'his', 'kind': 'other', 'regex': r'RX\\d{10}'}])\n"
+        "print('scannerd.rules.overlap' in sys.modules)\n"
+        "Classifier.build(search_overlaps=True)\n"
+        "print('scannerd.rules.overlap' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stderr

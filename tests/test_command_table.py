@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delivery_parts import Rig
 from scannerd.command_table import COMMANDS, MQTT, SOCKET, WEBSOCKET, CommandContext, CommandTable
 from scannerd.protocol import ProtocolError, decode_command
+
+from delivery_parts import Rig
 
 
 @pytest.fixture
@@ -34,9 +35,9 @@ def test_every_command_names_its_transports_and_has_a_summary() -> None:
 
 
 async def test_allow_lists_per_transport(table: CommandTable) -> None:
-    assert table.allowed(SOCKET) == ["ack", "arm", "devices", "disarm", "inject", "metrics", "shapes", "status", "subscribe"]
-    assert table.allowed(WEBSOCKET) == ["ack", "arm", "devices", "disarm", "metrics", "shapes", "status", "subscribe"]
-    assert table.allowed(MQTT) == ["arm", "devices", "disarm", "status"]
+    assert table.allowed(SOCKET) == ["ack", "arm", "devices", "disarm", "display", "inject", "metrics", "shapes", "status", "subscribe"]
+    assert table.allowed(WEBSOCKET) == ["ack", "arm", "devices", "disarm", "display", "metrics", "shapes", "status", "subscribe"]
+    assert table.allowed(MQTT) == ["arm", "devices", "disarm", "display", "status"]
     refused = await run(table, {"cmd": "inject", "device": "window-1", "code": "1"}, MQTT)
     assert refused["ok"] is False and "not allowed over mqtt" in refused["error"] and "allowed here: arm" in refused["error"]
     refused = await run(table, {"cmd": "inject", "device": "window-1", "code": "1"}, WEBSOCKET)

@@ -47,7 +47,7 @@ def test_report_with_config_entries_and_permissions() -> None:
     assert by["/dev/input/event3"]["action"] == "config"
     assert by["/dev/input/event3"]["grab"] is False  # a shared keyboard is never grabbed
     assert "no permission" in by["/dev/input/event3"]["warning"]
-    assert "HID-POS" in by["05f9:4204"]["reason"]  # said to be unsupported, with what to do
+    assert "HID-POS" in by["05f9:4204"]["reason"]  # with what to do
     assert by["/dev/input/event5"]["action"] == "ignored"
 
 
@@ -58,7 +58,7 @@ def test_render_groups_and_explains() -> None:
     assert f"by-id: {HONEYWELL_BY_ID}" in text
     assert "skip: keyboard (vendor 046d" in text
     assert "as scanner 'usb-Honeywell_Imaging___Mobility_1900_19045B3A42-event-kbd', grab=yes, layout=us" in text
-    assert render([]).count("(none)") == 3
+    assert render([]).count("(none)") == 4
 
 
 WINDOW = cfg({"name": "window-3", "transport": "evdev", "usb": "0c2e:0b61", "layout": "de"},

@@ -108,3 +108,34 @@ async def test_busy_device_says_what_to_do(capsys: pytest.CaptureFixture[str]) -
     rc = await _test(Config(), SCANNER, args(), opener=lambda _p: dev)
     out = capsys.readouterr().out
     assert rc == 1 and "is the scannerd service running?" in out
+
+
+@pytest.mark.parametrize(("fixture", "terminator"), [("us_digits_enter.jsonl", "CR"), ("lf_terminator.jsonl", "LF"),
+                                                     ("tab_terminator.jsonl", "TAB")])
+async def test_reports_what_the_scanner_sends_and_the_entry_to_paste(
+    capsys: pytest.CaptureFixture[str], fixture: str, terminator: str
+) -> None:
+    rc, _dev = await run_test(SCANNER, [fixture], count=1)
+    out = capsys.readouterr().out
+    assert rc == 0
+    summary = out.split("what this scanner sends:", 1)[1]
+    assert f"terminator: {terminator} ({terminator} 1; of 1 read(s))" in summary
+    assert "layout: us" in summary and "keystroke delay: median" in summary
+    assert "AIM prefix: none" in summary
+    paste = summary.split("paste into the config", 1)[1]
+    assert 'transport = "evdev"' in paste and 'path = "/dev/input/event5"' in paste
+    assert f'terminator = "{terminator}"' in paste and "aim = false" in paste
+
+
+async def test_the_entry_to_paste_carries_the_layout_the_keys_read_as(capsys: pytest.CaptureFixture[str]) -> None:
+    await run_test(SCANNER, ["fr_layout.jsonl"], count=1)  # a French-set scanner read as US
+    out = capsys.readouterr().out
+    assert "layout: fr" in out.split("what this scanner sends:", 1)[1]
+    assert 'layout = "fr"' in out.split("paste into the config", 1)[1]
+
+
+async def test_a_slow_keystroke_delay_gets_a_wider_idle_gap_in_the_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    slow = ScannerConfig(name="w1", transport="evdev", path="/x", idle_gap_ms=10)  # the fixture's 8 ms gaps are close
+    await run_test(slow, ["us_digits_enter.jsonl"], count=1)
+    paste = capsys.readouterr().out.split("paste into the config", 1)[1]
+    assert "idle_gap_ms = 26" in paste  # twice the largest gap seen, plus a margin

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scannerd.framing import FramingSpec
+from scannerd.framing import AUTO, FramingSpec
 from scannerd.model import Frame, Rejected
 from scannerd.sources.evdev_wedge import Abort, EventDecoder, Typed, decode_events, map_kernel_time
 from scannerd.sources.keymap import EV_KEY, EV_SYN, KEY_1, SYN_DROPPED, SYN_REPORT, get_layout
@@ -126,3 +126,23 @@ def test_syn_dropped_forgets_a_held_shift() -> None:
 )
 def test_map_kernel_time(t: int, mono: int, real: int, expected: int) -> None:
     assert map_kernel_time(t, mono, real) == expected
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("us_digits_enter.jsonl", [("scan", "134567890123456789", "terminator")]),  # CR (Enter)
+        ("lf_terminator.jsonl", [("scan", "134567890123456789", "terminator")]),  # LF (Ctrl+J)
+        ("crlf_terminator.jsonl", [("scan", "6212345678901234567", "terminator"), ("scan", "RX0000000001", "terminator")]),
+        ("tab_terminator.jsonl", [("scan", "280123456789012345", "terminator")]),
+        # Nothing ends these reads but the idle gap: auto makes them frames, not rejects.
+        ("no_terminator.jsonl", [("scan", "134567890123456789", "idle"), ("scan", "6212345678901234567", "idle")]),
+    ],
+)
+def test_terminator_auto_frames_every_common_suffix(fixture: str, expected: list[tuple[str, str, str]]) -> None:
+    assert run(fixture, terminator=AUTO) == expected
+
+
+@pytest.mark.parametrize("fixture", ["lf_terminator.jsonl", "tab_terminator.jsonl"])
+def test_an_explicit_cr_on_a_scanner_with_another_suffix_rejects_instead_of_guessing(fixture: str) -> None:
+    assert all(kind == "reject" for kind, _text, _how in run(fixture, terminator="\r"))

@@ -66,8 +66,11 @@ def test_idle_gap_is_a_safety_net_with_terminator() -> None:
     feed_all(framer, "280000000")
     (item,) = framer.flush(10**9)
     assert isinstance(item, Rejected) and item.reason == "no_terminator" and item.text == "280000000"
-    # The next read starts clean.
-    (frame,) = feed_all(framer, "134567890123456789\r", start=2 * 10**9)
+    # What comes next up to a terminator may be the rest of the cut read: never a code (11.3).
+    (tail,) = feed_all(framer, "123456789\r", start=2 * 10**9)
+    assert isinstance(tail, Rejected) and tail.reason == "partial_read" and tail.text == "123456789"
+    # The read after that terminator is framed normally.
+    (frame,) = feed_all(framer, "134567890123456789\r", start=3 * 10**9)
     assert isinstance(frame, Frame) and frame.text == "134567890123456789"
 
 
@@ -135,7 +138,7 @@ def test_runaway_input_is_rejected_without_unbounded_growth() -> None:
     framer = Framer("d", FramingSpec(max_length=16))
     out = feed_all(framer, "9" * 200)
     assert [x.reason for x in out if isinstance(x, Rejected)] == ["too_long"]
-    assert len(framer._buf) <= 16 + 64
+    assert len(framer._text) <= 16 + 64
 
 
 def test_the_tail_of_a_runaway_read_is_never_a_scan_of_its_own() -> None:

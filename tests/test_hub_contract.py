@@ -21,9 +21,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from scannerd.delivery.hub import Hub, HubError, Subscriber
 from scannerd.delivery.outcomes import DeliveryOutcome, Outcome, Outcomes
-from scannerd.model import Classification, DeviceInfo, ScanEvent, mask
+from scannerd.model import Classification, DeviceInfo, DeviceStateEvent, ScanEvent, mask
 
-DEVICES = [DeviceInfo(f"dev-{i}", "serial", "outpatient", "window") for i in range(3)]
+DEVICES = [DeviceInfo(f"dev-{i}", "serial", "outpatient", "window") for i in range(2)]
 PAY = Classification("wechat", "payment", "wechat.v1", "high")
 TTL_NS = 60 * 10**9
 BUFFER = 4096  # a small client buffer, so hand-overs and live scans really wait for reads
@@ -40,11 +40,13 @@ class FakePeer:
         self.waiters: list[Callable[[], None]] = []
         self.closed = False
 
-    def write(self, data: bytes) -> None:
-        assert not self.closed
+    def write(self, data: bytes) -> bool:
+        if self.closed:
+            return False  # a closing connection takes nothing (the hub must not count it)
         self.unread += data
         for line in data.splitlines():
             self.received.append((self.now(), json.loads(line)))
+        return True
 
     def buffered(self) -> int:
         return len(self.unread)
@@ -128,7 +130,10 @@ class Contract(RuleBasedStateMachine):
     def scan(self, device: int, ttl_s: int) -> None:
         self.n += 1
         code = f"1345678901{self.n:08d}"
-        e = ScanEvent(f"ID{self.n:08d}", "ts", DEVICES[device], code, "qr", PAY, 1.0, self.t, self.t + ttl_s * 10**9)
+        # completed_ns carries a strictly increasing sequence (the clock plus the scan's number),
+        # so "in order" is checked exactly even between scans of one clock tick.
+        e = ScanEvent(f"ID{self.n:08d}", "ts", DEVICES[device], code, "qr", PAY, 1.0, self.t + self.n,
+                      self.t + ttl_s * 10**9)
         self.scans[e.id] = e
         self.on_loop(self.hub.deliver, e)
 
@@ -146,9 +151,38 @@ class Contract(RuleBasedStateMachine):
         self.on_loop(self.hub.ack, sub, event_id)
 
     @rule(peer=peers)
+    def hang_up(self, peer: str) -> None:
+        """The client goes away; its transport only notices later (a later `disconnect`). Meanwhile
+        writes to it fail and must not count."""
+        self.fakes[peer].closed = True
+
+    @rule(peer=peers)
     def disconnect(self, peer: str) -> None:
         self.fakes[peer].closed = True
         self.on_loop(self.hub.detach, self.subs[peer])
+
+    @rule(device=st.integers(0, len(DEVICES) - 1))
+    def device_event(self, device: int) -> None:
+        self.on_loop(self.hub.deliver, DeviceStateEvent(DEVICES[device].name, "absent", "unplugged"))
+
+    @rule(peer=peers)
+    def reply(self, peer: str) -> None:
+        """A reply to some command: an HIS gets it paced with its scans, never dropped for it."""
+        sub = self.subs[peer]
+        self.on_loop(self.hub.reply, sub, b'{"type":"reply","cmd":"status","ok":true}\n')
+        if self.roles[peer] == "his" and not self.fakes[peer].closed:
+            assert not sub.closed, "an HIS was disconnected for being slow"
+
+    @rule(data=st.data())
+    def transport_stops(self, data: st.DataObject) -> None:
+        """A transport stops (reload to a new path, shutdown): its connections go at once."""
+        names = [n for n, s in self.subs.items() if not s.closed]
+        if not names:
+            return
+        going = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+        for name in going:
+            self.fakes[name].closed = True
+        self.on_loop(self.hub.detach_all, [self.subs[n] for n in going])
 
     @rule(seconds=st.sampled_from([0.5, 2, 10, 61]))
     def clock(self, seconds: float) -> None:
@@ -173,7 +207,7 @@ class Contract(RuleBasedStateMachine):
                 else:
                     assert msg["code"] == e.code
                 device = msg["device"]
-                assert e.completed_ns >= last.get(device, -1), f"{name}: {device} out of order"
+                assert e.completed_ns > last.get(device, -1), f"{name}: {device} out of order"
                 last[device] = e.completed_ns
 
     @invariant()
@@ -199,13 +233,22 @@ class Contract(RuleBasedStateMachine):
                                     if o.outcome in (Outcome.DELIVERED, Outcome.EXPIRED, Outcome.UNDELIVERED))
         assert set(final) == set(self.scans), set(self.scans) - set(final)
         assert all(n == 1 for n in final.values())
-        his_seen = {msg["id"] for name, f in self.fakes.items() if self.roles.get(name) == "his" or name == his
-                    for _, msg in f.received if msg.get("type") == "scan"}
+        his_writes = collections.Counter(msg["id"] for name, f in self.fakes.items()
+                                         if self.roles.get(name) == "his" or name == his
+                                         for _, msg in f.received if msg.get("type") == "scan")
+        redelivered_writes = collections.Counter(msg["id"] for f in self.fakes.values()
+                                                 for _, msg in f.received if msg.get("type") == "scan" and msg.get("redelivered"))
         delivered = {o.event_id for o in self.outcomes if o.outcome is Outcome.DELIVERED}
-        assert delivered <= his_seen
+        assert delivered <= set(his_writes)
+        # Written to the HIS side once, plus once more for each redelivery (after an HIS closed
+        # without acking), never more.
+        for event_id, n in his_writes.items():
+            assert n == 1 + redelivered_writes[event_id], (event_id, n, redelivered_writes[event_id])
+        counted = collections.Counter(o.event_id for o in self.outcomes if o.outcome is Outcome.REDELIVERED)
+        assert counted == redelivered_writes, "REDELIVERED counted for scans not written again"
 
 
-Contract.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+Contract.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestContract = Contract.TestCase
 
 

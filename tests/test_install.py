@@ -190,7 +190,7 @@ def test_example_is_all_comments() -> None:
 
 def test_example_tables_in_technician_order() -> None:
     data = tomllib.loads(uncommented(EXAMPLE.read_text()))
-    order = ["site", "scanner", "discovery", "policy", "rule", "classify", "socket", "mqtt", "metrics"]
+    order = ["site", "scanner", "discovery", "control", "policy", "rule", "classify", "socket", "mqtt", "metrics", "acceptance"]
     assert list(data) == order
 
 
@@ -201,10 +201,11 @@ def test_example_documents_every_option() -> None:
     tables = {
         "site": config.SiteConfig, "socket": config.SocketConfig, "policy": config.PolicyConfig,
         "mqtt": config.MqttConfig, "metrics": config.MetricsConfig,
-        "discovery": config.DiscoveryConfig,
+        "discovery": config.DiscoveryConfig, "control": config.ControlConfig,
     }
     for name, cls in tables.items():
-        missing = {f.name for f in dataclasses.fields(cls)} - set(data[name])
+        # [control].profiles are the [[control.profile]] tables, shown as a commented example.
+        missing = {f.name for f in dataclasses.fields(cls)} - set(data[name]) - {"profiles"}
         assert not missing, f"[{name}] lacks {sorted(missing)}"
     scanner_keys = set().union(*(s.keys() for s in data["scanner"]))
     # `settings` holds the keys of one transport (registry), documented with that transport.
@@ -236,6 +237,10 @@ def test_example_with_everything_switched_on_is_a_valid_config(tmp_path: Path) -
     assert cfg.metrics.listen == "127.0.0.1:9464"
     assert cfg.socket.group == own_group
     assert [r["id"] for r in cfg.rules] == ["site.patient_card", "site.staff_badge"]
+    assert cfg.acceptance.ledger == "/var/lib/scannerd/ledger.sqlite" and cfg.acceptance.result_ids_max == 20000
+    # [acceptance] documents every option (`kind` tables are shown in prose: they are per site).
+    documented = set(tomllib.loads(text)["acceptance"]) | {"kinds"}
+    assert {f.name for f in dataclasses.fields(config.AcceptanceConfig)} <= documented
 
 
 def test_example_rules_classify_their_examples() -> None:

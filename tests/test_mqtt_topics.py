@@ -170,7 +170,7 @@ async def test_expired_scan_is_dropped_at_delivery() -> None:
     s = sink(m)
     s.deliver(scan(ttl_s=1, age_s=2))
     assert s.status()["queued"] == 0
-    assert m.value("scannerd_expired_total", MQTT) == 1
+    assert m.value("scannerd_expired_total", {**MQTT, "reason": "ttl_waiting_for_broker"}) == 1
 
 
 async def test_queue_is_bounded_and_drops_the_oldest() -> None:
@@ -201,7 +201,7 @@ async def test_queued_scan_expires_while_waiting() -> None:
     while s.status()["queued"] != 1:
         assert time.monotonic() < deadline, s.status()
         await asyncio.sleep(0.01)
-    assert m.value("scannerd_expired_total", MQTT) == 1
+    assert m.value("scannerd_expired_total", {**MQTT, "reason": "ttl_waiting_for_broker"}) == 1
 
 
 def test_password_is_not_in_config_repr() -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,13 +31,8 @@ def test_unknown_transport_is_refused_with_the_known_ones() -> None:
 
 @pytest.fixture
 def fake_transport() -> Iterator[registry.Transport]:
-    def parse(table: Any) -> Mapping[str, Any]:
-        return {"channel": table.number("channel", 1, 1, 16)}
-
-    def make(req: registry.SourceRequest) -> Any:
-        raise AssertionError("not started in this test")
-
-    t = registry.Transport("fake", "a transport for this test", ("fakebus",), make, parse)
+    t = registry.Transport("fake", "a transport for this test", ("fakebus",), "scannerd.sources.serial:SerialSource",
+                           settings=(registry.Setting("mode", "fast", ("fast", "slow")), registry.Setting("beep", False)))
     registry.register(t)
     try:
         yield t
@@ -47,15 +41,30 @@ def fake_transport() -> Iterator[registry.Transport]:
 
 
 def test_one_registration_adds_a_transport_with_its_own_keys(fake_transport: registry.Transport) -> None:
-    cfg = parse_config({"scanner": [{"name": "a", "transport": "fake", "path": "/dev/fake0", "channel": 3}]})
-    assert cfg.scanners[0].settings == {"channel": 3}
+    cfg = parse_config({"scanner": [{"name": "a", "transport": "fake", "path": "/dev/fake0", "mode": "slow"}]})
+    assert cfg.scanners[0].settings == {"mode": "slow", "beep": False}
     assert "fakebus" in registry.udev_subsystems()
-    with pytest.raises(ConfigError, match=r"scanner\[1\]\.channel: expected a number from 1 to 16, got 99"):
-        parse_config({"scanner": [{"name": "a", "transport": "fake", "path": "/dev/fake0", "channel": 99}]})
+    with pytest.raises(ConfigError, match=r'scanner\[1\]\.mode: expected one of fast \| slow, got "warp"'):
+        parse_config({"scanner": [{"name": "a", "transport": "fake", "path": "/dev/fake0", "mode": "warp"}]})
+    with pytest.raises(ConfigError, match=r"scanner\[1\]\.beep: expected true or false, got 1"):
+        parse_config({"scanner": [{"name": "a", "transport": "fake", "path": "/dev/fake0", "beep": 1}]})
     with pytest.raises(ValueError, match="already registered"):
         registry.register(fake_transport)
+    from scannerd.sources.serial import SerialSource
+
+    assert fake_transport.source_class() is SerialSource
 
 
 def test_keys_of_another_transport_are_unknown_keys() -> None:
     with pytest.raises(ConfigError, match=r"scanner\[1\]\.channel: unknown key"):
         parse_config({"scanner": [{"name": "a", "transport": "serial", "path": "/dev/ttyS0", "channel": 3}]})
+
+
+def test_registry_imports_neither_config_nor_a_source() -> None:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(registry))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported <= {"__future__", "importlib", "dataclasses", "typing"}, imported

@@ -31,7 +31,7 @@ def test_sighup_adds_a_scanner_keeps_clients_and_refuses_a_broken_config(tmp_pat
         one.write(code1[:9].encode())
         config.write_text(base + scanner_block("window-1", one.link) + scanner_block("window-2", two.link))
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: len(client.command({"cmd": "status"})["devices"]) == 2, 5)
+        wait_for(lambda: len(client.command({"cmd": "status"})["devices"]) == 2, 30)
         one.write(f"{code1[9:]}\r".encode())
         assert client.next_of("scan")["code"] == code1
 
@@ -45,7 +45,7 @@ def test_sighup_adds_a_scanner_keeps_clients_and_refuses_a_broken_config(tmp_pat
         # A broken config on SIGHUP is refused and logged; both scanners keep working.
         config.write_text(base + '[[scanner]]\nname = "window-1"\npath = "/dev/x"\nbaudrate = "fast"\n')
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 5)
+        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 30)
         refused = next(e for e in daemon.log_events() if e.get("event") == "reload_refused")
         assert "scanner[1].baudrate" in refused["error"]
         code3 = wechat_code()
@@ -56,7 +56,7 @@ def test_sighup_adds_a_scanner_keeps_clients_and_refuses_a_broken_config(tmp_pat
         # Removing a scanner stops its source; the client stays connected throughout.
         config.write_text(base + scanner_block("window-2", two.link))
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: [d["name"] for d in client.command({"cmd": "status"})["devices"]] == ["window-2"], 5)
+        wait_for(lambda: [d["name"] for d in client.command({"cmd": "status"})["devices"]] == ["window-2"], 30)
         assert daemon.proc.poll() is None
     finally:
         daemon.stop()
@@ -79,7 +79,7 @@ def test_reload_to_an_unservable_socket_is_refused_and_the_old_socket_keeps_serv
         client.wait_present()
         config.write_text(f'[socket]\npath = "{tmp_path / "a-file" / "s.sock"}"\n' + block)
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 5)
+        wait_for(lambda: any(e.get("event") == "reload_refused" for e in daemon.log_events()), 30)
         refused = next(e for e in daemon.log_events() if e.get("event") == "reload_refused")
         assert refused["error"].startswith("socket:")
         status = client.command({"cmd": "status"})  # same connection, old config still in force
@@ -106,11 +106,11 @@ def test_reload_moving_the_socket_carries_waiting_scans_and_a_new_area_keeps_the
         probe.close()
         waiting = alipay_code()
         pty.write(f"{waiting}\r".encode())  # no HIS connected: it waits in the queue
-        wait_for(lambda: any(e.get("event") == "queued_no_subscriber" for e in daemon.log_events()), 5)
+        wait_for(lambda: any(e.get("event") == "queued_no_subscriber" for e in daemon.log_events()), 30)
         pty.write(b"13456")  # a scan in flight across the reload
         config.write_text(f'[socket]\npath = "{sock2}"\n' + scanner_block("window-1", pty.link) + 'area = "emergency"\n')
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: sock2.exists() and not sock.exists(), 5)
+        wait_for(lambda: sock2.exists() and not sock.exists(), 30)
         his = Client(sock2)
         event = his.next_of("scan")
         assert event["code"] == waiting
@@ -118,6 +118,43 @@ def test_reload_moving_the_socket_carries_waiting_scans_and_a_new_area_keeps_the
         pty.write(f"{rest}\r".encode())
         event = his.next_of("scan")
         assert event["code"] == "13456" + rest and event["area"] == "emergency"
+    finally:
+        daemon.stop()
+        pty.close()
+
+
+def heavy_site_rules(n: int) -> str:
+    """Site rules of the kind a hospital adds (one per issuer prefix): building a classifier
+    from many of them takes a while, which is why a reload must not do it on the event loop."""
+    return "".join(
+        f'\n[[rule]]\nid = "site.card{i}"\nchannel = "his"\nkind = "other"\nconfidence = "site"\npriority = {300 + i}\n'
+        f'regex = \'HC{i:03d}[0-9A-F]{{8,12}}\'\nexamples = ["HC{i:03d}0123ABCD"]\nsource = "site card {i}"\n'
+        for i in range(n)
+    )
+
+
+def test_a_scan_during_a_reload_arrives_whole_with_the_default_idle_gap(tmp_path: Path) -> None:
+    """A reload (config read, classifier built, udev enumerated) while a scanner is sending must
+    not stall the loop long enough for the default 50 ms idle gap to cut the read in two."""
+    pty = PtyScanner(tmp_path)
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    block = f'\n[[scanner]]\nname = "window-1"\npath = "{pty.link}"\nterminator = "CR"\n'  # default idle gap
+    config.write_text(f'[socket]\npath = "{sock}"\n[policy]\nduplicate_window_ms = 0\n' + block + heavy_site_rules(60))
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready(30)
+        his = Client(sock)
+        his.wait_present()
+        pty.release_slave()
+        for round_ in range(4):
+            reloads = sum(1 for e in daemon.log_events() if e.get("event") == "reloaded")
+            daemon.signal(signal.SIGHUP)
+            code = wechat_code()
+            pty.write(f"{code}\r".encode(), baud=9600)  # ~20 ms of characters while the reload runs
+            got = his.next_of("scan", "reject", timeout=30)
+            assert got["type"] == "scan" and got["code"] == code, (round_, got)
+            wait_for(lambda: sum(1 for e in daemon.log_events() if e.get("event") == "reloaded") > reloads, 30)
     finally:
         daemon.stop()
         pty.close()

@@ -165,3 +165,10 @@ def test_replay_text_output_via_the_console_entry() -> None:
     assert p.returncode == 0, p.stderr
     assert "2812********1234" in p.stdout and "numlock_off" in p.stdout
     assert "2812345678901234" not in p.stdout
+
+
+@pytest.mark.parametrize("fixture", ["us_digits_enter.jsonl", "lf_terminator.jsonl", "crlf_terminator.jsonl",
+                                     "tab_terminator.jsonl"])
+def test_replay_without_terminator_option_frames_any_common_suffix(fixture: str) -> None:
+    rows = replay_json(str(KEYS / fixture))
+    assert rows and all(r["type"] == "scan" and r["ended_by"] == "terminator" for r in rows)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
-
 from helpers import PtyScanner, alipay_code, wechat_code
+
 from scannerd.config import ScannerConfig
 from scannerd.framing import FramingSpec
 from scannerd.model import DeviceInfo, DeviceStateEvent, Frame, Rejected
@@ -164,3 +165,128 @@ async def test_idle_gap_frames_a_scanner_without_terminator(tmp_path: Path) -> N
     f = await h.item()
     assert isinstance(f, Frame) and f.text == code and f.ended_by == "idle"
     await h.stop()
+
+
+def _fill_fd_gaps() -> list[int]:
+    """Open /dev/null into every free fd number below the highest open one, so the next fd
+    closed is the lowest free one and the next fd opened gets exactly that number."""
+    top = max(int(n) for n in os.listdir("/proc/self/fd"))
+    fillers: list[int] = []
+    while (fd := os.open(os.devnull, os.O_RDONLY)) < top:
+        fillers.append(fd)
+    os.close(fd)
+    return fillers
+
+
+async def test_a_scanner_reopening_on_the_fd_number_another_just_closed_keeps_scanning(tmp_path: Path) -> None:
+    """11.6: the unplugged scanner's reader removal must not hit the new owner of its fd number."""
+    (tmp_path / "a").mkdir()
+    a = Harness(tmp_path / "a")
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    b = Harness(b_dir)
+    hidden = b.pty.link.with_suffix(".hidden")
+    os.rename(b.pty.link, hidden)  # B's device is not there yet
+    fillers: list[int] = []
+    try:
+        await a.start()
+        assert a.source._port is not None
+        a_fd = a.source._port.fileno()
+
+        def on_a_state(ev: DeviceStateEvent) -> None:
+            a.states.put_nowait(ev)
+            if ev.state == "absent":
+                # In the same loop turn as A's close, B's device appears and its source starts
+                # (as discovery does on a device-added event): B opens on the fd number A gave back.
+                os.rename(hidden, b.pty.link)
+                b.task = asyncio.get_running_loop().create_task(b.source.run())
+
+        a.source._state = on_a_state
+        fillers += _fill_fd_gaps()
+        a.pty.unplug()
+        fillers.append(os.open(os.devnull, os.O_RDONLY))  # take back the number of A's pty master
+        assert (await a.state()).state == "absent"
+        assert (await b.state()).state == "present"
+        assert b.source._port is not None
+        assert b.source._port.fileno() == a_fd, "the test needs B on A's old fd number"
+        b.pty.release_slave()
+        code = wechat_code()
+        await b.write(f"{code}\r".encode())
+        f = await b.item(timeout=10)
+        assert isinstance(f, Frame) and f.text == code
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    await b.stop()
+    await a.stop()
+
+
+def default_spec(**scanner: object) -> FramingSpec:
+    from scannerd.service import framing_spec
+
+    return framing_spec(ScannerConfig(name="w1", path="/dev/null", **scanner))  # type: ignore[arg-type]
+
+
+async def test_a_read_stalled_past_the_default_idle_gap_never_passes_its_tail_as_a_scan(tmp_path: Path) -> None:
+    """11.3: the daemon's loop (or the line) stalls mid-code for longer than the idle gap."""
+    h = Harness(tmp_path, spec=default_spec(terminator="CR"))
+    await h.start()
+    code = "A" + "0123456789ABCDEF" * 3  # 49 characters, 医保码-like
+    await h.write(code[:12].encode(), None)
+    head = await h.item()  # comes only once the idle gap has passed: the stall is real
+    assert isinstance(head, Rejected) and head.reason == "no_terminator" and head.text == code[:12]
+    await h.write(f"{code[12:]}\r".encode(), None)
+    tail = await h.item()
+    assert isinstance(tail, Rejected) and tail.reason == "partial_read" and tail.text == code[12:]
+    good = wechat_code()
+    await h.write(f"{good}\r".encode())
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == good  # nothing came out between the tail and this
+    await h.stop()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
+async def test_a_character_cut_by_the_idle_gap_is_a_reject_and_never_glued_to_the_next_read(
+    tmp_path: Path, encoding: str
+) -> None:
+    """11.5: terminator none; the read stops inside a multibyte character."""
+    h = Harness(tmp_path, spec=default_spec(terminator="none"), encoding=encoding)
+    await h.start()
+    data = "P张三医保".encode(encoding)
+    cut = len("P张".encode(encoding)) + 1
+    await h.write(data[:cut], None)
+    r = await h.item()
+    assert isinstance(r, Rejected) and r.reason == "partial_character" and r.text == "P张"
+    await h.write(data[cut:], None)
+    rest = await h.item()
+    assert isinstance(rest, Rejected) and rest.reason == "undecodable"
+    await h.write("P李四".encode(encoding), None)
+    f = await h.item()
+    assert isinstance(f, Frame) and f.text == "P李四" and f.ended_by == "idle"
+    await h.stop()
+
+
+@pytest.mark.parametrize("suffix", [b"\r", b"\n", b"\r\n", b"\t"])
+async def test_terminator_auto_on_a_pty_frames_whichever_suffix_the_scanner_sends(tmp_path: Path, suffix: bytes) -> None:
+    h = Harness(tmp_path, spec=default_spec())  # no terminator configured: auto
+    await h.start()
+    codes = [wechat_code(), alipay_code(), "RX0000000001"]
+    await h.write(b"".join(c.encode() + suffix for c in codes), 115200)
+    frames = [await h.item() for _ in codes]
+    assert [(type(f).__name__, f.text, getattr(f, "ended_by", None)) for f in frames] == [
+        ("Frame", c, "terminator") for c in codes]
+    await h.stop()
+
+
+def test_a_scan_read_in_one_piece_gets_its_wire_time_as_scan_ms() -> None:
+    from scannerd.config import ScannerConfig
+    from scannerd.model import Frame
+    from scannerd.sources.serial import with_wire_time
+
+    got: list[object] = []
+    emit = with_wire_time(got.append, ScannerConfig(name="s", path="/dev/x", baudrate=9600))
+    emit(Frame("s", "134567890123456789", None, 5_000_000_000, 5_000_000_000, 5_000_000_000))
+    frame = got[0]
+    assert isinstance(frame, Frame)
+    # 17 character times of 10 bits at 9600 baud: 17.7 ms.
+    assert round(frame.scan_ms, 1) == 17.7

@@ -116,3 +116,34 @@ async def test_remove_and_add_in_one_udev_batch_restarts_the_scanner(tmp_path: P
     for name in list(daemon.running):
         await daemon._stop_source(name)
     os.close(m1)
+
+
+async def test_reload_from_auto_detect_to_a_configured_entry_hands_the_device_over(tmp_path: Path) -> None:
+    """The auto-detected source held the port; the new entry for the same device used to fail
+    for ever (port locked) while scans kept arriving under the old name."""
+    sock = tmp_path / "s.sock"
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[socket]\npath = "{sock}"\n')
+    daemon = Daemon(Config(socket=SocketConfig(path=str(sock))), str(config_file))
+    daemon.socket_server = daemon._make_socket_server(daemon.config)
+    await daemon.socket_server.start()
+    sink = Collect()
+    daemon.pipeline.set_sinks([sink])
+    master, slave, node = open_pty()
+    daemon._on_device_added(found(node))
+    await until(lambda: daemon.running["serial-0c2e-0b61"].source.present, "the auto-detected port opened")
+    os.close(slave)
+    config_file.write_text(f'[socket]\npath = "{sock}"\n[discovery]\nauto = false\n'
+                           f'[[scanner]]\nname = "window-1"\npath = "{node}"\nterminator = "CR"\n')
+    assert await daemon.reload()
+    daemon.pipeline.set_sinks([sink])  # the reload set the daemon's own sinks again
+    await until(lambda: (r := daemon.running.get("window-1")) is not None and r.source.present, "the entry opened the port")
+    assert "serial-0c2e-0b61" not in daemon.running
+    code = wechat_code()
+    os.write(master, f"{code}\r".encode())
+    event = await sink.next(ScanEvent)
+    assert isinstance(event, ScanEvent) and event.code == code and event.device.name == "window-1"
+    for name in list(daemon.running):
+        await daemon._stop_source(name)
+    await daemon.socket_server.stop()
+    os.close(master)

@@ -1,9 +1,12 @@
-"""`scannerd record DEVICE -o FILE.jsonl`: the raw key events of a scanner, for the lab.
+"""`scannerd record DEVICE -o FILE.jsonl`: the raw key events (or HID-POS reports) of a scanner, for the lab.
 
 The device is grabbed (scans do not reach other programs while recording) and every input event
 is written with its kernel timestamp in the scannerd-keys/1 format (see sources/recording.py);
 `scannerd replay FILE` then reproduces on any machine what the site's scanner did. The file
 holds the scanned codes as key strokes: it is created with mode 0600; handle it like the codes.
+
+A HID-POS scanner (a /dev/hidrawN node, or a [[scanner]] entry with transport "hidpos") is
+recorded as scannerd-hid/1 instead: its report descriptor, then every report as read.
 """
 
 from __future__ import annotations
@@ -14,21 +17,35 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import IO, Any
 
 from ..config import LAYOUTS
+from ..sources.discovery import resolve_device
 from ..sources.evdev_wedge import EvdevLike, open_input_device
 from ..sources.keymap import EV_KEY, KEY_PRESS
-from ..sources.recording import event_line, header_line
-from ._common import add_config_option, resolve_or_exit_code
+from ..sources.recording import (
+    event_line,
+    header_line,
+    hid_header_line,
+    hid_report_line,
+)
+from ._common import (
+    add_config_option,
+    config_or_exit_code,
+    resolve_or_exit_code,
+    udev_descriptions,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("record", help="record a scanner's raw key events to a scannerd-keys/1 file (for replay)",
+    p = sub.add_parser("record", help="record a scanner's raw key events (scannerd-keys/1) or HID-POS reports "
+                                      "(scannerd-hid/1) to a file, for replay",
                        description="Record the raw key events of a keyboard-wedge scanner (grabbed) with kernel "
-                                   "timestamps. The file contains the scanned codes: it is written with mode 0600.")
-    p.add_argument("device", help="device path (/dev/input/event5, a by-id link) or [[scanner]] name")
+                                   "timestamps, or the report descriptor and reports of a HID-POS scanner (hidraw). "
+                                   "The file contains the scanned codes: it is written with mode 0600.")
+    p.add_argument("device", help="device path (/dev/input/event5, /dev/hidraw2, a by-id link) or [[scanner]] name")
     p.add_argument("-o", "--output", required=True, help="output file (.jsonl)")
     add_config_option(p)
     p.add_argument("--no-grab", action="store_true", help="do not grab the device while recording")
@@ -44,7 +61,23 @@ class RecordStats:
     ended: str = "stopped"
 
 
+def _is_hid(arg: str) -> bool:
+    return os.path.basename(os.path.realpath(arg)).startswith("hidraw")
+
+
 def run(args: argparse.Namespace) -> int:
+    config = config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
+    entry = next((s for s in config.scanners if s.name == args.device), None)
+    if _is_hid(args.device) or (entry is not None and entry.transport == "hidpos"):
+        descs = udev_descriptions()
+        resolved_hid = resolve_device(config, args.device, descs, transport="hidpos")
+        if isinstance(resolved_hid, str):
+            print(f"error: {resolved_hid}", file=sys.stderr)
+            return 2
+        hid_desc = next((d for d in descs if d.devnode == resolved_hid[0]), None)
+        return run_hid(resolved_hid[0], args, hid_desc)
     resolved = resolve_or_exit_code(args)
     if isinstance(resolved, int):
         return resolved
@@ -75,6 +108,91 @@ def run(args: argparse.Namespace) -> int:
         stats = asyncio.run(record(dev, out, grab=not args.no_grab, duration=args.duration))
     print(f"{stats.events} events, {stats.presses} key presses ({stats.ended})", file=sys.stderr)
     return 0 if stats.ended in ("stopped", "duration") else 1
+
+
+def _create_private(path: str) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing 0644 file is closed too: it will hold codes
+    return fd
+
+
+def run_hid(path: str, args: argparse.Namespace, desc: Any) -> int:
+    """Record a hidraw node as scannerd-hid/1 (not grabbed: hidraw readers each get every report)."""
+    from ..sources.hidpos import hidraw_descriptor, hidraw_ids
+
+    try:
+        dev = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        print(f"error: cannot open {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        descriptor = hidraw_descriptor(dev)
+        _bus, vid, pid = hidraw_ids(dev)
+    except OSError as e:
+        os.close(dev)
+        print(f"error: {path} is not a hidraw node ({e.strerror or e})", file=sys.stderr)
+        return 1
+    device_info: dict[str, Any] = {"name": desc.name if desc else "", "path": path, "vid": vid, "pid": pid}
+    if desc is not None and desc.serial:
+        device_info["serial"] = desc.serial
+    try:
+        fd = _create_private(args.output)
+    except OSError as e:
+        os.close(dev)
+        print(f"error: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(hid_header_line(device_info, descriptor) + "\n")
+        print(f"recording {path} (HID-POS reports) → {args.output}; scan codes, Ctrl-C to stop", file=sys.stderr)
+        stats = asyncio.run(record_hid(dev, out, duration=args.duration))
+    print(f"{stats.events} reports ({stats.ended})", file=sys.stderr)
+    return 0 if stats.ended in ("stopped", "duration") else 1
+
+
+async def record_hid(fd: int, out: IO[str], *, duration: float = 0, stop: asyncio.Event | None = None) -> RecordStats:
+    """Write every report read from `fd` (closed at the end) until stop, duration or the device goes."""
+    loop = asyncio.get_running_loop()
+    stats = RecordStats()
+    stop = stop or asyncio.Event()
+    gone: asyncio.Future[str] = loop.create_future()
+
+    def readable() -> None:
+        for _ in range(64):
+            try:
+                report = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if not gone.done():
+                    gone.set_result(f"device gone: {e.strerror or e}")
+                break
+            if not report:
+                if not gone.done():
+                    gone.set_result("device gone: end of file")
+                break
+            out.write(hid_report_line(time.time_ns(), report) + "\n")
+            stats.events += 1
+        out.flush()
+
+    try:
+        loop.add_reader(fd, readable)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stopper = loop.create_task(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {stopper, gone}
+        done, _ = await asyncio.wait(waiters, timeout=duration or None, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if gone in done:
+            stats.ended = gone.result()
+        elif not done:
+            stats.ended = "duration"
+    finally:
+        loop.remove_reader(fd)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return stats
 
 
 async def record(dev: EvdevLike, out: IO[str], *, grab: bool = True, duration: float = 0,

@@ -15,25 +15,32 @@ from typing import Any
 
 from ..config import (
     LAYOUTS,
+    TERMINATOR_NAMES,
     ScannerConfig,
 )
 from ..model import Frame, mask
 from ..sources.human import max_gap_ms, median_gap_ms
-from ..sources.recording import RecordingError, ReplayItem, read_recording, replay
+from ..sources.recording import (
+    HidRecording,
+    RecordingError,
+    ReplayItem,
+    read_any_recording,
+    replay,
+    replay_hid,
+)
 from ._common import config_or_exit_code
-
-_TERMINATORS = ("CR", "LF", "CRLF", "TAB", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("replay", help="run a key-event recording through keymap, framer and classifier",
-                       description="Replay a scannerd-keys/1 recording and print the events the daemon would emit. "
-                                   "Codes are masked unless --show.")
+    p = sub.add_parser("replay", help="run a key-event or HID-POS recording through keymap/reassembly, framer and classifier",
+                       description="Replay a scannerd-keys/1 or scannerd-hid/1 recording (told apart by its header) and "
+                                   "print the events the daemon would emit. Codes are masked unless --show.")
     p.add_argument("file", help="recording (.jsonl) written by `scannerd record`")
     p.add_argument("-c", "--config", help="config file: site rules, and the --scanner entry's settings")
     p.add_argument("--scanner", help="take terminator, idle gap, layout, alt_numpad, shared_keyboard from this [[scanner]]")
     p.add_argument("--layout", choices=LAYOUTS, help="keyboard layout (default: the recording's)")
-    p.add_argument("--terminator", choices=_TERMINATORS, help="frame terminator (default CR)")
+    p.add_argument("--terminator", choices=TERMINATOR_NAMES,
+                   help="frame terminator (default auto: CR, LF, CRLF or TAB, whichever the scanner sent)")
     p.add_argument("--idle-gap-ms", type=int, help="idle gap that ends a read (default 200, as for a keyboard-wedge scanner)")
     p.add_argument("--alt-numpad", action="store_true", help="decode Alt+keypad character codes")
     p.add_argument("--shared-keyboard", action="store_true", help="apply the scanner-vs-human burst filter")
@@ -47,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     try:
-        rec = read_recording(args.file)
+        rec = read_any_recording(args.file)
     except (OSError, RecordingError, UnicodeDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if isinstance(rec, HidRecording):
+        return _replay_hid(rec, args, config)
     scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us")
     if args.scanner:
         entry = next((s for s in config.scanners if s.name == args.scanner), None)
@@ -84,6 +93,33 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(row, ensure_ascii=False) if args.json else render(row))
     if not args.json:
         print(f"{len(results)} event(s) from {len(rec.events)} input events, layout {scanner.layout}", file=sys.stderr)
+    return 0
+
+
+def _replay_hid(rec: HidRecording, args: argparse.Namespace, config: Any) -> int:
+    """A scannerd-hid/1 recording: the reports through the recorded descriptor's layout."""
+    scanner = ScannerConfig(name="replay", transport="hidpos")
+    if args.scanner:
+        entry = next((s for s in config.scanners if s.name == args.scanner), None)
+        if entry is None:
+            print(f"error: no [[scanner]] named {args.scanner!r} in {config.source}", file=sys.stderr)
+            return 2
+        scanner = entry
+    overrides: dict[str, Any] = {}
+    if args.terminator:
+        overrides["terminator"] = args.terminator
+    if args.idle_gap_ms is not None:
+        overrides["idle_gap_ms"] = args.idle_gap_ms
+    scanner = replace(scanner, **overrides)
+    from ..service import framing_spec
+
+    results, layout = replay_hid(rec, framing_spec(scanner), device=scanner.name, encoding=scanner.encoding)
+    classifier = config.classifier()
+    for r in results:
+        row = to_row(r, classifier, show=args.show)
+        print(json.dumps(row, ensure_ascii=False) if args.json else render(row))
+    if not args.json:
+        print(f"{len(results)} event(s) from {len(rec.reports)} HID-POS reports; layout: {layout}", file=sys.stderr)
     return 0
 
 

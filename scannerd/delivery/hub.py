@@ -4,17 +4,20 @@ The delivery contract (README, "Protocol") lives here and nowhere else, for ever
 
 - No scan without a subscription: a connection receives events only after `subscribe`.
 - Role `his`: full codes. Each scan goes to exactly one HIS subscriber (the most specific
-  device filter wins, then the earliest subscription). Scans that waited while no HIS wanted
-  them are written first, oldest first, marked `queued` with `age_ms`; live scans follow.
+  device filter wins, then the earliest subscription; a device stays with the HIS that holds
+  its unwritten or unacknowledged scans). Scans that waited while no HIS wanted them are
+  written first, oldest first, marked `queued` with `age_ms`; live scans follow.
 - Role `monitor`: live events with codes masked (full codes only with show_codes, granted by
   the command layer); never takes a waiting scan; never counts as a delivery.
 - Acks (opt-in): a scan written to an acking HIS stays pending until `ack`; if the connection
   closes first the scan goes to the next HIS, same id, marked `redelivered`.
 - No scan is written after its TTL, to anyone.
 
-Every subscriber has an outbox written only while its transport buffer has room, so a hand-over
-of thousands of waiting scans to a client with a small buffer is paced by the client, loses
-nothing and sends nothing twice. Re-queueing is decided in one place (`_requeue`).
+An HIS is never disconnected for being slow: everything for it (scans, other events, replies)
+goes through its outbox, written only while its transport buffer has room, so a hand-over of
+thousands of waiting scans to a client with a small buffer is paced by the client, loses
+nothing and sends nothing twice. A monitor that falls behind is dropped instead. Where a scan
+goes when its HIS closes is decided in one place (`_move`).
 
 The hub knows nothing of sockets: a transport gives it a Peer (write, buffered, on_writable,
 close) per connection.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 import heapq
 import itertools
 import time
@@ -35,14 +39,14 @@ from typing import Any, Protocol
 import structlog
 
 from ..model import Event, ScanEvent, mask
-from ..protocol import dumps, encode_event
+from ..protocol import Refused, dumps, encode_event
 from ..sinks.base import Sink
 from .outcomes import DeliveryOutcome, Outcome, Outcomes
 
 log = structlog.get_logger("scannerd.hub")
 
-# How many settled scan ids (acked, expired) are remembered to answer a late `ack` with the
-# right reason instead of "unknown".
+# How many settled scan ids (acked, expired, dropped) are remembered to answer a late `ack`
+# with the right reason instead of "unknown".
 SETTLED_MEMORY = 4096
 
 
@@ -51,7 +55,9 @@ class Peer(Protocol):
 
     description: str
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> bool:
+        """Hand `data` to the connection; False when it is closing (nothing was written)."""
+        ...
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the peer."""
@@ -71,15 +77,33 @@ class Role(str, enum.Enum):
     MONITOR = "monitor"
 
 
-class HubError(ValueError):
+class HubError(Refused):
     """A subscribe or ack that cannot be honoured; the message is the reply's error."""
 
 
 @dataclass(eq=False)
 class _Queued:
+    """A scan on its way to an HIS."""
+
     event: ScanEvent
     queued: bool = False  # waited for an HIS before this one subscribed
-    redelivered: bool = False
+    redelivered: bool = False  # an HIS closed without acknowledging it
+    count_redelivery: bool = False  # report REDELIVERED when it is next written
+
+    @property
+    def order_ns(self) -> int:
+        return self.event.completed_ns
+
+
+@dataclass(eq=False)
+class _Line:
+    """Another event (reject, device state) for an HIS, kept in order with its scans."""
+
+    data: bytes
+    order_ns: int
+
+
+_Entry = _Queued | _Line
 
 
 @dataclass(eq=False)
@@ -91,8 +115,9 @@ class Subscriber:
     ack: bool = False
     show_codes: bool = False
     subscribed_seq: int = 0
-    # Scans for this HIS not yet written (its buffer was full), in order.
-    outbox: collections.deque[_Queued] = field(default_factory=collections.deque)
+    # What waits for this HIS's buffer to have room, in order; replies go ahead of it.
+    outbox: collections.deque[_Entry] = field(default_factory=collections.deque)
+    replies: collections.deque[bytes] = field(default_factory=collections.deque)
     # Written to an acking HIS, waiting for its ack: id → entry, in write order.
     unacked: dict[str, _Queued] = field(default_factory=dict)
     waiting_writable: bool = False
@@ -108,6 +133,10 @@ class Subscriber:
     def is_his(self) -> bool:
         return self.role is Role.HIS and not self.closed
 
+    def held_devices(self) -> set[str]:
+        held = {q.event.device.name for q in self.outbox if isinstance(q, _Queued)}
+        return held | {q.event.device.name for q in self.unacked.values()}
+
 
 def _device_of(event: Event) -> str:
     return event.device.name if isinstance(event, ScanEvent) else event.device
@@ -118,6 +147,10 @@ def _masked_wire(event: ScanEvent, wire: dict[str, Any]) -> dict[str, Any]:
     out.pop("code", None)
     out["masked"] = mask(event.code)
     return out
+
+
+def _in_order(entries: Iterable[_Entry]) -> collections.deque[_Entry]:
+    return collections.deque(sorted(entries, key=lambda e: e.order_ns))
 
 
 class Hub(Sink):
@@ -139,7 +172,7 @@ class Hub(Sink):
         self._seq = itertools.count(1)
         # Scans no HIS wanted yet, oldest first.
         self._pending: collections.deque[_Queued] = collections.deque()
-        self._settled: collections.OrderedDict[str, str] = collections.OrderedDict()  # id → "acked" | "expired"
+        self._settled: collections.OrderedDict[str, str] = collections.OrderedDict()  # id → how
         self._deadlines: list[int] = []  # heap of expiry times of everything held
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
@@ -154,20 +187,32 @@ class Hub(Sink):
 
     def detach(self, sub: Subscriber) -> None:
         """The connection is gone: what it held goes on to the next HIS, or back to waiting."""
-        if sub.closed:
+        self.detach_all([sub])
+
+    def detach_all(self, subs: Iterable[Subscriber]) -> None:
+        """Several connections go at once (a transport stopping): none of them may receive what
+        another one held, so all are out of the table before anything moves."""
+        gone = [s for s in subs if not s.closed]
+        if not gone:
             return
-        sub.closed = True
-        if sub in self.subscribers:
-            self.subscribers.remove(sub)
-        # Written but unacked: redelivered. Not yet written: simply moves on.
-        held = [(q, True) for q in sub.unacked.values()] + [(q, False) for q in sub.outbox]
-        sub.unacked.clear()
-        sub.outbox.clear()
+        for sub in gone:
+            sub.closed = True
+            if sub in self.subscribers:
+                self.subscribers.remove(sub)
+        for device in [d for d, owner in self._owner.items() if owner.closed]:
+            del self._owner[device]
+        # Written but unacked: redelivered. Not yet written: simply moves on. Other events that
+        # were waiting for that connection are not anyone else's.
+        held: list[tuple[_Queued, bool]] = []
+        for sub in gone:
+            held.extend((q, True) for q in sub.unacked.values())
+            held.extend((q, False) for q in sub.outbox if isinstance(q, _Queued))
+            sub.unacked.clear()
+            sub.outbox.clear()
+            sub.replies.clear()
         if held:
-            held.sort(key=lambda pair: pair[0].event.completed_ns)
-            for q, written in held:
-                self._requeue(q, written_unacked=written)
-            self._pump_all()
+            held.sort(key=lambda pair: pair[0].order_ns)
+            self._move(held)
 
     def counts(self) -> dict[str, int]:
         his = sum(1 for s in self.subscribers if s.role is Role.HIS)
@@ -180,7 +225,7 @@ class Hub(Sink):
             "unacked": sum(len(s.unacked) for s in self.subscribers),
         }
 
-    # --- subscribe / ack ------------------------------------------------------------------------
+    # --- subscribe / ack / replies ----------------------------------------------------------------
 
     def subscribe(self, sub: Subscriber, role: str, devices: Iterable[str] | None, ack: bool, show_codes: bool) -> dict[str, Any]:
         """Make `sub` a subscriber; returns the reply fields. The caller checked show_codes rights."""
@@ -194,15 +239,22 @@ class Hub(Sink):
             raise HubError('"ack" is for role "his"; a monitor never takes a scan')
         if sub.role is not None and sub.role is not r:
             raise HubError(f"already subscribed as {sub.role.value}; open another connection for another role")
-        if sub.role is Role.HIS and sub.ack and not ack and sub.unacked:
-            raise HubError("scans are still waiting for your ack; ack them before turning acks off")
+        wanted = None if devices is None else frozenset(devices)
+        if sub.role is Role.HIS:
+            if sub.ack and not ack and sub.unacked:
+                raise HubError("scans are still waiting for your ack; ack them before turning acks off")
+            dropped = sorted(d for d in sub.held_devices() if wanted is not None and d not in wanted)
+            if dropped:
+                # Its scans of those devices would otherwise reach another HIS behind newer ones.
+                raise HubError(f"this connection still holds scans of {', '.join(dropped)}; take (and ack) them first")
         sub.role = r
-        sub.devices = None if devices is None else frozenset(devices)
+        sub.devices = wanted
         sub.ack = ack
         sub.show_codes = show_codes
         sub.subscribed_seq = next(self._seq)
         waiting = 0
         if r is Role.HIS:
+            self._expire_all()
             waiting = sum(1 for q in self._pending if sub.wants(q.event.device.name))
             sub.holding = True
             asyncio.get_running_loop().call_soon(self._release, sub)
@@ -219,6 +271,8 @@ class Hub(Sink):
                 raise HubError(f"scan {event_id} was already acknowledged")
             if settled == "expired":
                 raise HubError(f"scan {event_id} expired (its TTL passed) before this ack")
+            if settled == "dropped":
+                raise HubError(f"scan {event_id} was dropped (the queue for the HIS was full) before this ack")
             if not sub.ack:
                 raise HubError("this connection did not subscribe with \"ack\": true")
             raise HubError(f"unknown scan id {event_id!r}")
@@ -226,6 +280,15 @@ class Hub(Sink):
         self._settle(event_id, "acked")
         self._report(q.event, Outcome.DELIVERED, "acked", latency_s=(now - q.event.completed_ns) / 1e9)
         return {"id": event_id}
+
+    def reply(self, sub: Subscriber, line: bytes) -> None:
+        """A transport's answer to one of `sub`'s commands. An HIS gets it ahead of its waiting
+        scans but paced like them (never dropped for it); anyone else is dropped when too slow."""
+        if sub.is_his:
+            sub.replies.append(line)
+            self._pump(sub)
+        elif not sub.closed:
+            self._write_or_drop(sub, line)
 
     # --- events from the pipeline ---------------------------------------------------------------
 
@@ -236,25 +299,30 @@ class Hub(Sink):
             if self._expired(event):
                 self._report(event, Outcome.EXPIRED, "ttl_before_delivery")
                 return
-            wire = encode_event(event, self.clock())
             his = self._his_for(device)
-            self._to_monitors(event, wire, device)
+            self._to_monitors(event, device)
             if his is None:
-                self._wait(_Queued(event))
+                self._wait([_Queued(event)])
                 return
             his.outbox.append(_Queued(event))
             self._track(event)
             self._pump(his)
             return
         line = dumps(encode_event(event))
+        now = self.clock()
         for sub in list(self.subscribers):
-            if sub.role is not None and not sub.closed and sub.wants(device):
+            if sub.closed or sub.role is None or not sub.wants(device):
+                continue
+            if sub.role is Role.HIS:
+                sub.outbox.append(_Line(line, now))  # in order with that device's scans
+                self._pump(sub)
+            else:
                 self._write_or_drop(sub, line)
 
-    # --- reload hand-over -----------------------------------------------------------------------
+    # --- reload hand-over and shutdown -------------------------------------------------------------
 
-    def take_pending(self) -> list[ScanEvent]:
-        pending = [q.event for q in self._pending]
+    def take_pending(self) -> list[Event]:
+        pending: list[Event] = [q.event for q in self._pending]
         self._pending.clear()
         return pending
 
@@ -279,7 +347,7 @@ class Hub(Sink):
         held: list[_Queued] = list(self._pending)
         self._pending.clear()
         for sub in list(self.subscribers):
-            held.extend(sub.outbox)
+            held.extend(q for q in sub.outbox if isinstance(q, _Queued))
             held.extend(sub.unacked.values())
             sub.outbox.clear()
             sub.unacked.clear()
@@ -294,7 +362,7 @@ class Hub(Sink):
         device (unwritten or unacked) it keeps the device, so a hand-over can never put an
         older scan behind a newer one; otherwise the most specific filter, then the earliest."""
         owner = self._owner.get(device)
-        if owner is not None and owner.is_his and owner.wants(device) and _holds(owner, device):
+        if owner is not None and owner.is_his and owner.wants(device) and device in owner.held_devices():
             return owner
         best: Subscriber | None = None
         for sub in self.subscribers:
@@ -308,12 +376,14 @@ class Hub(Sink):
             self._owner[device] = best
         return best
 
-    def _to_monitors(self, event: ScanEvent, wire: dict[str, Any], device: str) -> None:
+    def _to_monitors(self, event: ScanEvent, device: str) -> None:
+        monitors = [s for s in self.subscribers if s.role is Role.MONITOR and not s.closed and s.wants(device)]
+        if not monitors:
+            return
+        wire = encode_event(event, self.clock())  # once for every monitor
         masked_line: bytes | None = None
         full_line: bytes | None = None
-        for sub in list(self.subscribers):
-            if sub.role is not Role.MONITOR or sub.closed or not sub.wants(device):
-                continue
+        for sub in monitors:
             if sub.show_codes:
                 full_line = full_line or dumps(wire)
                 self._write_or_drop(sub, full_line)
@@ -322,18 +392,14 @@ class Hub(Sink):
                 self._write_or_drop(sub, masked_line)
 
     def _write_or_drop(self, sub: Subscriber, line: bytes) -> bool:
-        """Events that are not scans (and everything to monitors): a peer too slow to take them is
-        dropped rather than waited for."""
+        """Monitors and unsubscribed connections: one too slow to take a line is dropped rather
+        than waited for (it holds no scan, so nothing is lost with it)."""
         if sub.peer.buffered() + len(line) > self.client_buffer_bytes:
-            self._drop(sub, "not reading: buffer full")
+            log.warning("client_dropped", peer=sub.peer.description, why="not reading: buffer full")
+            sub.peer.close("not reading")
+            self.detach(sub)
             return False
-        sub.peer.write(line)
-        return True
-
-    def _drop(self, sub: Subscriber, why: str) -> None:
-        log.warning("client_dropped", peer=sub.peer.description, why=why)
-        sub.peer.close(why)
-        self.detach(sub)
+        return sub.peer.write(line)
 
     def _release(self, sub: Subscriber) -> None:
         sub.holding = False
@@ -341,50 +407,58 @@ class Hub(Sink):
             self._hand_over(sub)
             self._pump(sub)
 
-    def _hand_over(self, his: Subscriber) -> int:
-        """A new HIS: the scans waiting for it go first, oldest first."""
+    def _hand_over(self, his: Subscriber) -> None:
+        """A new HIS: the scans waiting for it go first, oldest first, and their devices are its."""
         self._expire_all()
         mine = [q for q in self._pending if his.wants(q.event.device.name)]
         if not mine:
-            return 0
-        ids = {id(q) for q in mine}
-        self._pending = collections.deque(q for q in self._pending if id(q) not in ids)
-        # Ahead of anything already in its outbox (there is none for a fresh subscription).
-        his.outbox.extendleft(reversed(mine))
-        self._pump(his)
-        return len(mine)
-
-    def _pump_all(self) -> None:
-        for sub in list(self.subscribers):
-            if sub.is_his and sub.outbox:
-                self._pump(sub)
+            return
+        taken = {id(q) for q in mine}
+        self._pending = collections.deque(q for q in self._pending if id(q) not in taken)
+        his.outbox = _in_order([*mine, *his.outbox])
+        for q in mine:
+            self._owner[q.event.device.name] = his
 
     def _pump(self, sub: Subscriber) -> None:
         """Write what the buffer has room for; the rest waits for the peer to drain."""
-        if sub.holding:
+        if sub.holding or sub.closed:
             return
         limit = self.client_buffer_bytes
-        while sub.outbox and not sub.closed:
-            q = sub.outbox[0]
-            if self._expired(q.event):
-                sub.outbox.popleft()
-                self._expire(q, "ttl_waiting_for_his_to_read")
-                continue
-            line = self._his_line(q)
+        while (sub.replies or sub.outbox) and not sub.closed:
+            if sub.replies:
+                line = sub.replies[0]
+                entry: _Entry | None = None
+            else:
+                entry = sub.outbox[0]
+                if isinstance(entry, _Queued) and self._expired(entry.event):
+                    sub.outbox.popleft()
+                    self._expire(entry, "ttl_waiting_for_his_to_read")
+                    continue
+                line = entry.data if isinstance(entry, _Line) else self._his_line(entry)
             if sub.peer.buffered() + len(line) > limit and sub.peer.buffered() > 0:
                 if not sub.waiting_writable:
                     sub.waiting_writable = True
-                    sub.peer.on_writable(lambda s=sub: self._writable(s))
+                    sub.peer.on_writable(functools.partial(self._writable, sub))
                 return
+            if not sub.peer.write(line):
+                return  # closing: its transport detaches it, and what it holds moves on
+            if entry is None:
+                sub.replies.popleft()
+                continue
             sub.outbox.popleft()
-            sub.peer.write(line)
-            now = self.clock()
-            if sub.ack:
-                sub.unacked[q.event.id] = q
-                self._report(q.event, Outcome.SENT, "awaiting_ack")
-            else:
-                self._settle(q.event.id, "delivered")
-                self._report(q.event, Outcome.DELIVERED, "written", latency_s=(now - q.event.completed_ns) / 1e9)
+            if isinstance(entry, _Queued):
+                self._written(sub, entry)
+
+    def _written(self, sub: Subscriber, q: _Queued) -> None:
+        if q.count_redelivery:
+            q.count_redelivery = False
+            self._report(q.event, Outcome.REDELIVERED, "his_closed_before_ack")
+        if sub.ack:
+            sub.unacked[q.event.id] = q
+            self._report(q.event, Outcome.SENT, "awaiting_ack")
+        else:
+            self._settle(q.event.id, "delivered")
+            self._report(q.event, Outcome.DELIVERED, "written", latency_s=(self.clock() - q.event.completed_ns) / 1e9)
 
     def _writable(self, sub: Subscriber) -> None:
         sub.waiting_writable = False
@@ -401,46 +475,56 @@ class Hub(Sink):
             wire["redelivered"] = True
         return dumps(wire)
 
-    def _requeue(self, q: _Queued, *, written_unacked: bool) -> None:
-        """One place decides where a scan that lost its HIS goes: the next HIS, or waiting."""
-        if self._expired(q.event):
-            self._expire(q, "ttl_passed_unacked" if written_unacked else "ttl_waiting_for_his_to_read")
-            return
-        entry = _Queued(q.event, queued=True, redelivered=q.redelivered or written_unacked)
-        if written_unacked:
-            self._report(q.event, Outcome.REDELIVERED, "his_closed_before_ack")
-        his = self._his_for(q.event.device.name)
-        if his is None:
-            self._wait(entry, front=True)
-            return
-        his.outbox.append(entry)
-        if len(his.outbox) > 1 and his.outbox[-2].event.completed_ns > entry.event.completed_ns:
-            his.outbox = collections.deque(sorted(his.outbox, key=lambda e: e.event.completed_ns))
+    def _move(self, held: list[tuple[_Queued, bool]]) -> None:
+        """The one place that decides where scans go whose HIS closed: the next HIS, or back to
+        waiting. `held` is oldest first; each target is sorted once, whatever the count."""
+        to_his: dict[int, tuple[Subscriber, list[_Queued]]] = {}
+        to_wait: list[_Queued] = []
+        for q, written_unacked in held:
+            if self._expired(q.event):
+                self._expire(q, "ttl_passed_unacked" if written_unacked else "ttl_waiting_for_his_to_read")
+                continue
+            entry = _Queued(q.event, queued=True, redelivered=q.redelivered or written_unacked,
+                            count_redelivery=q.count_redelivery or written_unacked)
+            his = self._his_for(q.event.device.name)
+            if his is None:
+                to_wait.append(entry)
+            else:
+                to_his.setdefault(id(his), (his, []))[1].append(entry)
+                self._owner[q.event.device.name] = his
+        for his, entries in to_his.values():
+            his.outbox = _in_order([*his.outbox, *entries])
+        if to_wait:
+            self._wait(to_wait)
+        for his, _entries in to_his.values():
+            self._pump(his)
 
-    def _wait(self, q: _Queued, *, front: bool = False) -> None:
-        q.queued = True
-        if front:
-            # Keep oldest first: a scan handed back is older than what arrived since.
-            self._pending.append(q)
-            self._pending = collections.deque(sorted(self._pending, key=lambda e: e.event.completed_ns))
+    def _wait(self, entries: list[_Queued]) -> None:
+        for q in entries:
+            q.queued = True
+            self._track(q.event)
+        if self._pending and entries and entries[0].order_ns < self._pending[-1].order_ns:
+            # Handed back by a closing HIS: older than what arrived since; keep oldest first.
+            self._pending = collections.deque(sorted([*self._pending, *entries], key=lambda e: e.order_ns))
         else:
-            self._pending.append(q)
+            self._pending.extend(entries)
         while len(self._pending) > self.queue_limit:
             old = self._pending.popleft()
             self._expire(old, "queue_full", outcome=Outcome.UNDELIVERED)
-        self._track(q.event)
-        log.info("queued_no_subscriber", device=q.event.device.name, masked=mask(q.event.code), queued=len(self._pending))
+        last = entries[-1].event if entries else None
+        if last is not None:
+            log.info("queued_no_subscriber", device=last.device.name, masked=mask(last.code), queued=len(self._pending))
 
     def _expired(self, event: ScanEvent) -> bool:
         return event.expires_ns is not None and self.clock() >= event.expires_ns
 
     def _expire(self, q: _Queued, reason: str, outcome: Outcome = Outcome.EXPIRED) -> None:
-        self._settle(q.event.id, "expired")
+        self._settle(q.event.id, "expired" if outcome is Outcome.EXPIRED else "dropped")
         self._report(q.event, outcome, reason)
         log.warning("scan_dropped_undelivered", device=q.event.device.name, masked=mask(q.event.code), why=reason, sink=self.name)
 
     def _expire_all(self) -> None:
-        if self._pending:
+        if self._pending and any(self._expired(q.event) for q in self._pending):
             keep: collections.deque[_Queued] = collections.deque()
             for q in self._pending:
                 if self._expired(q.event):
@@ -453,14 +537,14 @@ class Hub(Sink):
                 if self._expired(q.event):
                     del sub.unacked[event_id]
                     self._expire(q, "ttl_passed_unacked")
-            if sub.outbox and any(self._expired(q.event) for q in sub.outbox):
-                keep = collections.deque()
-                for q in sub.outbox:
-                    if self._expired(q.event):
-                        self._expire(q, "ttl_waiting_for_his_to_read")
+            if sub.outbox and any(isinstance(q, _Queued) and self._expired(q.event) for q in sub.outbox):
+                outbox: collections.deque[_Entry] = collections.deque()
+                for e in sub.outbox:
+                    if isinstance(e, _Queued) and self._expired(e.event):
+                        self._expire(e, "ttl_waiting_for_his_to_read")
                     else:
-                        keep.append(q)
-                sub.outbox = keep
+                        outbox.append(e)
+                sub.outbox = outbox
 
     def _track(self, event: ScanEvent) -> None:
         if event.expires_ns is None:
@@ -501,11 +585,6 @@ class Hub(Sink):
 
     def _report(self, event: ScanEvent, outcome: Outcome, reason: str, latency_s: float | None = None) -> None:
         self.outcomes.report(DeliveryOutcome(self.name, outcome, event.id, event.device.name, reason, latency_s))
-
-
-def _holds(sub: Subscriber, device: str) -> bool:
-    return any(q.event.device.name == device for q in sub.outbox) or any(
-        q.event.device.name == device for q in sub.unacked.values())
 
 
 __all__ = ["Hub", "HubError", "Peer", "Role", "Subscriber"]

@@ -21,16 +21,18 @@ from typing import Any
 
 import structlog
 
-from ..command_table import CommandContext
 from ..config import SocketConfig
 from ..protocol import ProtocolError, decode_command, dumps, hello, reply
+from ..socket_dir import ensure_socket_directory
 from .hub import Hub, Subscriber
 
 log = structlog.get_logger("scannerd.socket")
 
 MAX_LINE = 64 * 1024
 
-Dispatch = Callable[[CommandContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+# The command table's `handle(transport, command, subscriber, peer_uid)`: the transport says who
+# sent a line; what it means is decided there.
+Dispatch = Callable[[str, dict[str, Any], Subscriber, int | None], Awaitable[dict[str, Any]]]
 
 
 class SocketInUse(RuntimeError):
@@ -53,8 +55,8 @@ def prepare_socket_path(path: str) -> None:
     The liveness probe is a non-blocking connect: it answers at once (refused: stale; accepted
     or backlog full: live) and never stalls the event loop during a reload.
     """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    # Made, or checked when it sits in a shared directory such as /tmp: never someone else's.
+    ensure_socket_directory(os.path.dirname(path) or ".")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -87,9 +89,11 @@ class _StreamPeer:
         # so the hub's outbox is paced by the client without polling.
         writer.transport.set_write_buffer_limits(high=0)
 
-    def write(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
+    def write(self, data: bytes) -> bool:
+        if self.writer.is_closing():
+            return False
+        self.writer.write(data)
+        return True
 
     def buffered(self) -> int:
         return self.writer.transport.get_write_buffer_size()
@@ -154,6 +158,9 @@ class UnixSocketServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        # Out of the hub together first, so what one HIS held never goes to another that is
+        # closing too; then the connections close.
+        self.hub.detach_all(list(self.connections))
         for sub in list(self.connections):
             sub.peer.close(None)
         for task in list(self._handlers):
@@ -202,7 +209,6 @@ class UnixSocketServer:
                 self._handlers.discard(task)
 
     async def _read_commands(self, reader: asyncio.StreamReader, sub: Subscriber, uid: int | None) -> None:
-        ctx = CommandContext("socket", sub, uid)
         while not sub.closed:
             try:
                 line = await reader.readline()
@@ -218,10 +224,6 @@ class UnixSocketServer:
             except ProtocolError as e:
                 answer = reply("?", False, error=str(e))
             else:
-                answer = await self.dispatch(ctx, obj)
-            out = dumps(answer)
-            if sub.peer.buffered() + len(out) > self.config.client_buffer_bytes:
-                log.warning("client_dropped", peer=sub.peer.description, why="not reading its replies")
-                sub.peer.close("not reading")
-                return
-            sub.peer.write(out)
+                answer = await self.dispatch("socket", obj, sub, uid)
+            # Paced for an HIS like its scans; a monitor or a tool that stopped reading is dropped.
+            self.hub.reply(sub, dumps(answer))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import abc
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..model import Event, ScanEvent
-
+from ..model import Event
 
 T = TypeVar("T")
 
@@ -48,11 +47,11 @@ class Sink(abc.ABC):
         """A small dict for `status` replies and the systemd STATUS line."""
         return {}
 
-    def take_pending(self) -> list[ScanEvent]:
+    def take_pending(self) -> Sequence[Event]:
         """Reload: hand the scans still waiting here to this sink's successor."""
         return []
 
-    def adopt_pending(self, events: list[ScanEvent]) -> None:
+    def adopt_pending(self, events: Sequence[Event]) -> None:
         """Reload: take over a predecessor's waiting scans (each still only within its TTL)."""
         for event in events:
             self.deliver(event)

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from aiomqtt.exceptions import MqttConnectError  # not re-exported by aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MqttConfig
+from ..delivery.outcomes import DeliveryOutcome, Outcome, OutcomeMetrics, Outcomes
 from ..metrics import Metrics
 from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
 from ..protocol import ProtocolError
@@ -200,6 +201,7 @@ class MqttSink(Sink):
         *,
         hostname: str,
         metrics: Metrics,
+        outcomes: Outcomes | None = None,
         on_command: CommandHandler | None = None,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -216,6 +218,12 @@ class MqttSink(Sink):
         """
         self._cfg = config
         self._metrics = metrics
+        # What became of each scan goes to the daemon's outcomes (metrics, the ledger); a sink
+        # made on its own (tests, tools) counts into its metrics directly.
+        if outcomes is None:
+            outcomes = Outcomes()
+            outcomes.subscribe(OutcomeMetrics(metrics))
+        self._outcomes = outcomes
         self._on_command = on_command
         self._topics = Topics(config.topic_prefix or default_prefix(hostname))
         self._client_id = config.client_id or default_client_id(hostname)
@@ -282,7 +290,8 @@ class MqttSink(Sink):
         left = len(self._queue)
         if left:
             self._counts["dropped"] += left
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "stopped"}, by=left)
+            for item in self._queue:
+                self._gave_up(item.event, "stopped")
             self._queue.clear()
         self._state = "disconnected"
         log.info("mqtt.stopped", undelivered=left)
@@ -295,7 +304,7 @@ class MqttSink(Sink):
         self._queue.clear()
         return pending
 
-    def adopt_pending(self, events: list[Event]) -> None:
+    def adopt_pending(self, events: Sequence[Event]) -> None:
         for event in events:
             self.deliver(event)  # TTL is checked again on the way in
 
@@ -320,7 +329,7 @@ class MqttSink(Sink):
             # Drop the oldest: it is the one closest to its TTL and the least likely still wanted.
             old = self._queue.popleft()
             self._counts["dropped"] += 1
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "queue_full"})
+            self._gave_up(old.event, "queue_full")
             log.warning("mqtt.queue_full_dropped", **_describe(old.event), limit=self._cfg.queue_limit)
         self._queue.append(_Pending(event, expires))
         self._wake.set()
@@ -539,7 +548,7 @@ class MqttSink(Sink):
             self._states.setdefault(event.device, event)
             raise
         self._counts["published"] += 1
-        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
+        self._metrics.inc("scannerd_mqtt_published_total", {"type": "device"})
 
     async def _publish_pending(self, client: aiomqtt.Client, item: _Pending) -> None:
         msg = event_payload(item.event, self._topics, self._cfg.qos, delivered_ns=time.monotonic_ns())
@@ -553,14 +562,17 @@ class MqttSink(Sink):
             # Written to the connection, but no PUBACK (timeout, connection lost, cancelled).
             # The broker may have it: resending could deliver it twice, so we do not.
             self._counts["unconfirmed"] += 1
-            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "unconfirmed"})
+            self._gave_up(item.event, "unconfirmed")
             log.warning("mqtt.unconfirmed", **_describe(item.event))
             raise
         done_ns = time.monotonic_ns()
         self._counts["published"] += 1
-        self._metrics.inc("scannerd_delivered_total", SINK_LABELS)
         if isinstance(item.event, ScanEvent):
-            self._metrics.observe("scannerd_delivery_latency_seconds", (done_ns - item.event.completed_ns) / 1e9, SINK_LABELS)
+            e = item.event
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.DELIVERED, e.id, e.device.name, "puback",
+                                                  (done_ns - e.completed_ns) / 1e9))
+        else:
+            self._metrics.inc("scannerd_mqtt_published_total", {"type": "reject"})
 
     # -- queue hygiene and state logging --------------------------------------------------------
 
@@ -570,11 +582,17 @@ class MqttSink(Sink):
     def _expire(self, event: ScanEvent | RejectEvent, now: int) -> None:
         self._counts["expired"] += 1
         if isinstance(event, ScanEvent):
-            self._metrics.inc("scannerd_expired_total", SINK_LABELS)
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.EXPIRED, event.id, event.device.name, "ttl_waiting_for_broker"))
             log.warning("mqtt.scan_expired", **_describe(event), age_ms=round((now - event.completed_ns) / 1e6, 1))
         else:
             self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": "reject_expired"})
             log.info("mqtt.reject_expired", device=event.device)
+
+    def _gave_up(self, event: ScanEvent | RejectEvent, reason: str) -> None:
+        if isinstance(event, ScanEvent):
+            self._outcomes.report(DeliveryOutcome(self.name, Outcome.UNDELIVERED, event.id, event.device.name, reason))
+        else:  # a reject is a diagnostic, not a delivery: counted apart
+            self._metrics.inc("scannerd_undelivered_total", {**SINK_LABELS, "reason": f"reject_{reason}"})
 
     def _on_up(self) -> None:
         self._state = "connected"

@@ -52,7 +52,7 @@ _BUSES = {"0003": "usb", "0005": "bluetooth", "0006": "virtual", "0011": "i8042"
 class DeviceDescription:
     """What matching needs to know about a device node; built from udev/sysfs, or by hand in tests."""
 
-    subsystem: str  # "input" | "tty"
+    subsystem: str  # "input" | "tty" | "hidraw" | "usb" (a usb_device node, for pyusb)
     devnode: str
     name: str = ""
     vid: str = ""  # of the nearest USB device, 4 lowercase hex digits, or ""
@@ -62,6 +62,8 @@ class DeviceDescription:
     keyboard: bool = False  # input: can type digits and Enter
     serial: str = ""  # USB serial number, for naming
     udev_scanner: bool = False  # SCANNERD=1 from 70-scannerd.rules
+    hid_pos: bool = False  # hidraw: the report descriptor has a 0x008C application collection
+    port_path: str = ""  # the USB device's sysfs name ("1-1.4"): stable while in the same socket
 
     @property
     def by_id(self) -> str:
@@ -117,6 +119,13 @@ def _entry_matches(entry: ScannerConfig, desc: DeviceDescription) -> tuple[bool,
         if entry.by_id not in desc.links and entry.by_id not in {os.path.basename(ln) for ln in desc.links}:
             return False, ""
         matched.append("by_id")
+    if entry.transport == "hidpos":
+        for key, have in (("serial", desc.serial), ("port_path", desc.port_path)):
+            want = entry.settings.get(key, "")
+            if want:
+                if want != have:
+                    return False, ""
+                matched.append(key)
     return bool(matched), ", ".join(matched)
 
 
@@ -158,20 +167,28 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
     """What scannerd does with this device, and why. Pure: table-tested, used by `scannerd devices`."""
     if desc.subsystem == "input" and not os.path.basename(desc.devnode).startswith("event"):
         return MatchResult("ignored", "not an event device (mouse/joystick node)")
-    if desc.subsystem not in ("input", "tty"):
-        return MatchResult("ignored", f"subsystem {desc.subsystem} is not read by evdev or serial")
+    if desc.subsystem not in ("input", "tty", "hidraw", "usb"):
+        return MatchResult("ignored", f"subsystem {desc.subsystem} is not read by any transport")
     transport = _transport_for(desc.subsystem)
     for entry in config.scanners:
         ok, how = _entry_matches(entry, desc)
         if not ok:
             continue
         if entry.transport != transport:
+            if desc.subsystem == "usb":
+                continue  # the USB device of a keyboard or serial scanner: its own node matches
             return MatchResult("ignored", f"matches [[scanner]] {entry.name!r} by {how}, but that entry is "
                                           f"transport {entry.transport!r}, not {transport!r}")
         if desc.subsystem == "input" and not desc.keyboard and not entry.path:
             return MatchResult("ignored", f"matches [[scanner]] {entry.name!r} by {how}, but this input node "
                                           "cannot type digits (another interface of the same device)")
+        if transport == "hidpos":
+            refused = _hidpos_backend_mismatch(entry, desc)
+            if refused is not None:
+                return MatchResult("ignored", f"matches [[scanner]] {entry.name!r} by {how}, but {refused}")
         return MatchResult("config", f"[[scanner]] {entry.name!r} (by {how})", entry)
+    if desc.subsystem in ("hidraw", "usb"):
+        return _match_hid_auto(config, desc)
     if config.scanners:
         return MatchResult("ignored", "no [[scanner]] entry matches (auto-detect runs only without [[scanner]] entries)")
     if desc.subsystem == "tty" and not re.match(r"tty(ACM|USB)\d+$", os.path.basename(desc.devnode)):
@@ -198,6 +215,40 @@ def match_device(config: Config, desc: DeviceDescription) -> MatchResult:
     return MatchResult("auto", f"auto-detected: {why}", scanner)
 
 
+def hidraw_available(sys_root: str = "/sys") -> bool:
+    """The kernel has hidraw: a HID-POS scanner bound to usbhid has a /dev/hidrawN node."""
+    return os.path.isdir(os.path.join(sys_root, "class/hidraw"))
+
+
+def _hidpos_backend_mismatch(entry: ScannerConfig, desc: DeviceDescription) -> str | None:
+    """hidraw entries are read through the hidraw node, pyusb entries through the USB device
+    node (detaching usbhid removes the hidraw node: keying on it would stop the source)."""
+    backend = entry.settings.get("backend", "hidraw")
+    if desc.subsystem == "hidraw":
+        if backend == "pyusb":
+            return 'the entry reads through libusb (backend = "pyusb"): its USB device node is used'
+        if not desc.hid_pos:
+            return "this hidraw node has no bar code scanner collection (usage page 0x008C)"
+        return None
+    if backend == "hidraw" and hidraw_available():
+        return 'the entry reads through hidraw (backend = "hidraw"): its hidraw node is used'
+    return None
+
+
+def _match_hid_auto(config: Config, desc: DeviceDescription) -> MatchResult:
+    if config.scanners:
+        return MatchResult("ignored", "no [[scanner]] entry matches (auto-detect runs only without [[scanner]] entries)")
+    if desc.subsystem == "usb":
+        return MatchResult("ignored", 'USB device node: read only for a [[scanner]] entry with backend = "pyusb"')
+    if not desc.hid_pos:
+        return MatchResult("ignored", "hidraw node without a bar code scanner collection (usage page 0x008C)")
+    why = "HID-POS report descriptor (usage page 0x008C)"
+    if not config.discovery.auto:
+        return MatchResult("ignored", f"would be auto-detected ({why}) but [discovery] auto = false")
+    scanner = ScannerConfig(name=auto_name(desc), transport="hidpos", path=desc.devnode, usb=desc.usb_id)
+    return MatchResult("auto", f"auto-detected: {why}", scanner)
+
+
 def resolve_device(config: Config, arg: str | None, descriptions: Iterable[DeviceDescription],
                    transport: str = "evdev") -> tuple[str, ScannerConfig] | str:
     """The device `scannerd test`/`record` should open: (path, scanner settings) or an error text.
@@ -206,7 +257,8 @@ def resolve_device(config: Config, arg: str | None, descriptions: Iterable[Devic
     scanner present". An explicitly named node is used even if it is a human keyboard: the
     technician asked for it.
     """
-    descs = [d for d in descriptions if d.subsystem == ("input" if transport == "evdev" else "tty")]
+    wanted = {"evdev": "input", "hidpos": "hidraw"}.get(transport, "tty")
+    descs = [d for d in descriptions if d.subsystem == wanted]
     if arg is None:
         found = [(d, r.scanner) for d in descs for r in [match_device(config, d)] if r.scanner is not None]
         if len(found) == 1:
@@ -271,6 +323,8 @@ def describe(device: Any) -> DeviceDescription | None:
     """A pyudev Device (input event node or tty) → DeviceDescription; None for other nodes."""
     devnode = device.device_node
     subsystem = device.subsystem
+    if devnode and subsystem in ("hidraw", "usb"):
+        return describe_hid(device)
     if not devnode or subsystem not in ("input", "tty"):
         return None
     props: Mapping[str, str] = device.properties
@@ -295,8 +349,41 @@ def describe(device: Any) -> DeviceDescription | None:
                              "usb" if usb is not None else "", links, False, serial, udev_scanner)
 
 
+def describe_hid(device: Any) -> DeviceDescription | None:
+    """A hidraw node, or a usb_device node (/dev/bus/usb/BBB/DDD, for pyusb) → DeviceDescription."""
+    from .hid_descriptor import is_pos_descriptor
+
+    if device.subsystem == "usb":
+        if device.properties.get("DEVTYPE", "") != "usb_device":
+            return None
+        usb: Any = device
+    else:
+        usb = device.find_parent("usb", "usb_device")
+    if usb is None:
+        return None  # a hidraw node on Bluetooth or uhid: not a USB scanner
+    vid, pid = _attr(usb, "idVendor").lower(), _attr(usb, "idProduct").lower()
+    name = " ".join(p for p in (_attr(usb, "manufacturer"), _attr(usb, "product")) if p)
+    pos = False
+    if device.subsystem == "hidraw" and device.parent is not None:
+        # Read the file itself: libudev's sysattr values are C strings, and a report descriptor
+        # is binary (Logical Minimum 0 is a NUL byte): through pyudev it would come back cut short.
+        try:
+            with open(os.path.join(device.parent.sys_path, "report_descriptor"), "rb") as fp:
+                pos = is_pos_descriptor(fp.read())
+        except (OSError, TypeError, AttributeError):  # vanished while we looked, or no sysfs path
+            pos = False
+    props: Mapping[str, str] = device.properties
+    return DeviceDescription(device.subsystem, device.device_node, name, vid, pid, "usb",
+                             tuple(sorted(device.device_links)), False, _attr(usb, "serial"),
+                             props.get("SCANNERD", "") == "1", pos, usb.sys_name)
+
+
 def list_descriptions(context: Any) -> list[DeviceDescription]:
     out: list[DeviceDescription] = []
+    for device in [*context.list_devices(subsystem="hidraw"), *context.list_devices(subsystem="usb")]:
+        hid = describe_hid(device)
+        if hid is not None:
+            out.append(hid)
     for subsystem in ("input", "tty"):
         for device in context.list_devices(subsystem=subsystem):
             desc = describe(device)
@@ -345,7 +432,8 @@ class Discovery:
     async def start(self) -> None:
         import pyudev
 
-        context = self._context or pyudev.Context()
+        given = self._context
+        context = given or pyudev.Context()
         self._context = context
         if self._monitor is None:
             # Without udevd (minimal images, the VM rig) only the kernel source carries events.
@@ -357,7 +445,10 @@ class Discovery:
         # Start listening before enumerating so a device plugged in between is not missed;
         # a device seen twice is ignored by the active table.
         self._monitor.start()
-        for desc in list_descriptions(context):
+        # Enumerating sysfs takes tens of milliseconds with many devices: off the loop, so a
+        # reload never stalls a scanner that is sending.
+        # A libudev context is not for two threads at once: the enumeration gets its own.
+        for desc in await asyncio.to_thread(lambda: list_descriptions(given or pyudev.Context())):
             self._consider(desc)
         self._fd = self._monitor.fileno()
         asyncio.get_running_loop().add_reader(self._fd, self._drain)
@@ -468,6 +559,8 @@ class Discovery:
         desc = describe(device)
         if desc is None or (desc.subsystem == "tty" and not _interesting_tty(desc)):
             return
+        if desc.subsystem == "usb" and not any(s.transport == "hidpos" for s in self.config.scanners):
+            return  # every USB device comes by here: only a pyusb entry can want one
         self._consider(desc)
 
     def _consider(self, desc: DeviceDescription) -> None:

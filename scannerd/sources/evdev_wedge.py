@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from ..config import ScannerConfig
 from ..framing import FramingSpec
 from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from .base import FrameSink, Source, SourceRequest, StateSink
 from .human import HumanFilter
 from .keymap import (
     EV_KEY,
@@ -102,7 +102,7 @@ class EventDecoder:
             gap_over = self._last_press_ns is None or t_ns - self._last_press_ns > self.idle_gap_ns
             if not gap_over:
                 self._last_press_ns = t_ns
-                if text in ("\r", "\t"):
+                if text in ("\r", "\n", "\t"):
                     self._skip_burst = False  # the cut scan's terminator: the burst is over
                 return []
             self._skip_burst = False
@@ -197,6 +197,10 @@ class EvdevWedgeSource(Source):
         self._opener = opener
         self._last_t = 0
 
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> EvdevWedgeSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -254,18 +258,34 @@ class EvdevWedgeSource(Source):
                 gone.set_result("eof")
             return
         mono, real = time.monotonic_ns(), time.time_ns()
+        batch: list[tuple[int, int, int, int]] = []
         for ev in events:
             t = map_kernel_time(ev.sec * 1_000_000_000 + ev.usec * 1000, mono, real)
             # Keep per-device time non-decreasing: the framer's gaps must never be negative.
             t = self._last_t = max(t, self._last_t)
-            self.feed(ev.type, ev.code, ev.value, t)
+            batch.append((ev.type, ev.code, ev.value, t))
+        self.feed_events(batch)
+
+    def feed_events(self, events: Iterable[tuple[int, int, int, int]]) -> None:
+        """Decode a batch of (type, code, value, t_ns) events (one read), then frame it at once."""
+        chars: list[str] = []
+        times: list[int] = []
+        for etype, code, value, t_ns in events:
+            for item in self.decoder.feed(etype, code, value, t_ns):
+                if isinstance(item, Abort):
+                    if chars:  # what came before the overflow is framed first, in order
+                        self.input.push_timed("".join(chars), times)
+                        chars, times = [], []
+                    self.input.abort(item.reason)
+                else:
+                    chars.append(item.ch)
+                    times.append(item.t_ns)
+        if chars:
+            self.input.push_timed("".join(chars), times)
 
     def feed(self, etype: int, code: int, value: int, t_ns: int) -> None:
-        for item in self.decoder.feed(etype, code, value, t_ns):
-            if isinstance(item, Abort):
-                self.input.abort(item.reason)
-            else:
-                self.input.push_char(item.ch, item.t_ns)
+        """One event (tests, `scannerd test`)."""
+        self.feed_events(((etype, code, value, t_ns),))
 
 
 __all__ = ["Abort", "EvdevWedgeSource", "EventDecoder", "Typed", "decode_events", "effective_grab",

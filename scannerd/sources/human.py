@@ -109,7 +109,7 @@ def diagnose(
     if has_lower and not has_upper and (("capslock_on" in notes) or (not known and upper_channel not in (None, "unknown"))):
         out.append("lowercase where the code is digits+uppercase: check the scanner's CapsLock mode "
                    "(set it to ignore CapsLock / 'auto caps')")
-    suggestion = None if known else _suggest_layout(text, layout, other_layouts or {})
+    suggestion = None if known else suggest_layout(text, layout, other_layouts or {})
     if suggestion is not None:
         name, alt_text = suggestion
         out.append(f'decoded with layout = "{name}" this reads {alt_text!r}: the scanner\'s keyboard '
@@ -135,7 +135,7 @@ def diagnose(
     return out
 
 
-def _suggest_layout(text: str, layout: str, others: Mapping[str, tuple[str, str | None]]) -> tuple[str, str] | None:
+def suggest_layout(text: str, layout: str, others: Mapping[str, tuple[str, str | None]]) -> tuple[str, str] | None:
     """Another layout under which the same keys read as a known code, or else as plain letters/digits."""
     candidates = [(n, t, c) for n, (t, c) in sorted(others.items()) if n != layout and t != text]
     for name, alt_text, alt_channel in candidates:

@@ -8,8 +8,14 @@ Format (JSON lines, UTF-8):
 EV_SYN and EV_MSC events, so a recording is exactly what the device sent. `device` describes
 where it came from (name, path, vid, pid, by_id); readers ignore keys they do not know.
 
-A recording of real scans contains the codes themselves (as key strokes): treat the file like
-the codes. `scannerd record` writes it with mode 0600.
+HID-POS recordings ("scannerd-hid/1") hold USB reports instead of key events:
+    line 1:  {"format":"scannerd-hid/1","device":{"name":…,"vid":…,"pid":…},"report_descriptor":"<hex>"}
+    then:    {"t":1732523702.123456,"report":"0241…"}      one per report, exactly as read from
+hidraw (report id first when the descriptor declares report ids). Replay parses the recorded
+descriptor, so it reads the reports as the live source would have.
+
+A recording of real scans contains the codes themselves (as key strokes or report bytes): treat
+the file like the codes. `scannerd record` writes it with mode 0600.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from typing import IO, Any
 from ..framing import Framer, FramingSpec
 from ..model import Frame, Rejected
 from .evdev_wedge import Abort, EventDecoder
+from .hid_descriptor import layout_for
+from .hid_reports import reassemble
 from .human import HumanFilter
 from .keymap import get_layout
 
 FORMAT = "scannerd-keys/1"
+HID_FORMAT = "scannerd-hid/1"
 
 
 class RecordingError(ValueError):
@@ -156,3 +165,78 @@ def replay(recording: Recording, spec: FramingSpec, *, layout: str | None = None
         human = HumanFilter(lambda _: None, human_max_median_gap_ms, human_min_chars)
         out = [r for r in out if human.passes(r.item)]
     return out
+
+
+# --- HID-POS reports ("scannerd-hid/1") -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HidRecording:
+    device: dict[str, Any]
+    report_descriptor: bytes
+    reports: tuple[tuple[int, bytes], ...]  # (t_ns, report as read)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def hid_header_line(device: dict[str, Any], report_descriptor: bytes, **extra: Any) -> str:
+    return json.dumps({"format": HID_FORMAT, "device": device, "report_descriptor": report_descriptor.hex(), **extra},
+                      ensure_ascii=False)
+
+
+def hid_report_line(t_ns: int, report: bytes) -> str:
+    sec, rest = divmod(t_ns, 1_000_000_000)
+    return f'{{"t":{sec}.{rest // 1000:06d},"report":"{report.hex()}"}}'
+
+
+def parse_hid_recording(lines: Iterable[tuple[int, str]], header: dict[str, Any], n: int, source: str) -> HidRecording:
+    """The lines after a scannerd-hid/1 header (numbered), the header itself at line n."""
+    device = header.get("device", {})
+    if not isinstance(device, dict):
+        raise RecordingError(source, n, "device: expected an object")
+    descriptor = _hex(source, n, header.get("report_descriptor", ""), "report_descriptor")
+    reports: list[tuple[int, bytes]] = []
+    for line_no, line in lines:
+        obj = _json(source, line_no, line)
+        t, report = obj.get("t"), obj.get("report")
+        if not isinstance(t, (Decimal, int)) or isinstance(t, bool) or report is None:
+            raise RecordingError(source, line_no, "expected a number t and a hex string report")
+        reports.append((int(Decimal(t) * 1_000_000) * 1000, _hex(source, line_no, report, "report")))
+    extra = {k: v for k, v in header.items() if k not in ("format", "device", "report_descriptor")}
+    return HidRecording(device, descriptor, tuple(reports), extra)
+
+
+def _hex(source: str, n: int, value: Any, key: str) -> bytes:
+    if not isinstance(value, str):
+        raise RecordingError(source, n, f"{key}: expected a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise RecordingError(source, n, f"{key}: not hex") from None
+
+
+def parse_any_recording(lines: Iterable[str], source: str = "<recording>") -> Recording | HidRecording:
+    """A key-event or a HID-POS recording, told apart by the header's format."""
+    all_lines = list(lines)
+    it: Iterator[tuple[int, str]] = ((i, ln) for i, ln in enumerate(all_lines, 1) if ln.strip())
+    try:
+        n, first = next(it)
+    except StopIteration:
+        raise RecordingError(source, 1, f"empty file (expected a {FORMAT} or {HID_FORMAT} header)") from None
+    header = _json(source, n, first)
+    if header.get("format") == HID_FORMAT:
+        return parse_hid_recording(it, header, n, source)
+    return parse_recording(all_lines, source)  # says what it expected if this is no recording at all
+
+
+def read_any_recording(path: str) -> Recording | HidRecording:
+    with open(path, encoding="utf-8") as fp:
+        return parse_any_recording(fp, path)
+
+
+def replay_hid(recording: HidRecording, spec: FramingSpec, *, device: str = "replay",
+               encoding: str = "utf-8") -> tuple[list[ReplayItem], str]:
+    """The recorded reports through the layout their own descriptor gives, and that layout's origin."""
+    vid, pid = str(recording.device.get("vid", "")).lower(), str(recording.device.get("pid", "")).lower()
+    layout, why = layout_for(recording.report_descriptor or None, vid, pid)
+    items = reassemble(device, layout, spec, list(recording.reports), encoding)
+    return [ReplayItem(item, frozenset()) for item in items], why

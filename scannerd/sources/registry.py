@@ -1,47 +1,34 @@
 """The transport registry: every way scannerd reads a scanner, in one table.
 
 A transport is a name (the `transport = "…"` of a [[scanner]] entry), a description for
-humans, the udev subsystems its device nodes live in (discovery listens to exactly these), a
-parser for the [[scanner]] keys only it understands, and a factory for its Source. Adding a
-transport is one entry here plus its module; config, the daemon and discovery ask this table
-instead of spelling transport names themselves.
+humans, the udev subsystems its device nodes live in (discovery listens to exactly these), the
+[[scanner]] keys only it understands (declared here, parsed by config like every other key), and
+where its Source class lives. Adding a transport is one entry here plus its module; config, the
+daemon and discovery ask this table instead of spelling transport names themselves.
 
-Factories import their module lazily: pyserial, python-evdev and pyusb load only when a
-scanner of that kind is opened, and this module imports nothing that imports config.
+This module is data: it imports neither config nor any source, so every room can consult it.
+A source module is imported only when a scanner of its kind is opened (pyserial, python-evdev
+and pyusb load only when needed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..config import ScannerConfig
-    from ..framing import FramingSpec
-    from ..model import DeviceInfo
-    from .base import FrameSink, Source, StateSink
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class SourceRequest:
-    """Everything a transport needs to build a source for one device."""
+class Setting:
+    """A [[scanner]] key only one transport understands."""
 
-    device: DeviceInfo
-    scanner: ScannerConfig
-    spec: FramingSpec
-    emit: FrameSink
-    state: StateSink
-    # The site configured this path: the source waits for it to come back by itself. A node
-    # name discovery handed over may next belong to another device, so those are not polled.
-    reopen: bool
-
-
-SettingsParser = Callable[[Any], Mapping[str, Any]]  # config._Table → ScannerConfig.settings
-
-
-def _no_settings(table: Any) -> Mapping[str, Any]:
-    return {}
+    name: str
+    default: str | bool | int
+    choices: tuple[str, ...] = ()  # for a string: the values it may take (empty: any string)
+    doc: str = ""
+    # For a string: a regular expression a non-empty value must match in full; `doc` then says
+    # what was expected in the config error.
+    pattern: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +36,16 @@ class Transport:
     name: str
     description: str
     udev_subsystems: tuple[str, ...]
-    make_source: Callable[[SourceRequest], Source]
-    parse_settings: SettingsParser = _no_settings
+    # "package.module:Class": a Source subclass taking a sources.base.SourceRequest.
+    source: str
+    settings: tuple[Setting, ...] = ()
     # A source of this kind reopens a configured path itself (serial ports); the others end on
     # unplug and discovery starts them again.
     polls_own_path: bool = False
+
+    def source_class(self) -> Any:
+        module, _, name = self.source.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 _TRANSPORTS: dict[str, Transport] = {}
@@ -92,29 +84,29 @@ def for_subsystem(subsystem: str) -> Transport | None:
 
 # --- the built-in transports ------------------------------------------------------------------
 
-
-def _serial_source(req: SourceRequest) -> Source:
-    from .serial import SerialSource
-
-    return SerialSource(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen)
-
-
-def _evdev_source(req: SourceRequest) -> Source:
-    from .evdev_wedge import EvdevWedgeSource
-
-    return EvdevWedgeSource(req.device, req.spec, req.emit, req.state, req.scanner)
-
-
 register(Transport(
     name="serial",
     description="RS-232, USB-CDC (ttyACM) and USB-serial (ttyUSB) ports through pyserial",
     udev_subsystems=("tty",),
-    make_source=_serial_source,
+    source="scannerd.sources.serial:SerialSource",
     polls_own_path=True,
 ))
 register(Transport(
     name="evdev",
     description="USB keyboard-wedge scanners through the kernel input layer (python-evdev), grabbed",
     udev_subsystems=("input",),
-    make_source=_evdev_source,
+    source="scannerd.sources.evdev_wedge:EvdevWedgeSource",
+))
+register(Transport(
+    name="hidpos",
+    description="USB HID-POS scanners (usage page 0x008C) through hidraw, or libusb (pyusb) with backend = \"pyusb\"",
+    udev_subsystems=("hidraw", "usb"),
+    source="scannerd.sources.hidpos:HidPosSource",
+    settings=(
+        Setting("backend", "hidraw", ("hidraw", "pyusb"), "read through the kernel's hidraw node, or libusb"),
+        Setting("serial", "", doc="USB serial number, to tell identical scanners at one PC apart"),
+        Setting("port_path", "", doc='a USB port path as in /sys/bus/usb/devices, e.g. "1-1.4"',
+                pattern=r"\d+-\d+(\.\d+)*"),
+        Setting("beep_on_reject", False, doc="the host decides the beep: good for a code, error for a reject"),
+    ),
 ))

@@ -9,18 +9,22 @@ waits for the path (often a /dev/serial/by-id link) to come back and reopens it.
 from __future__ import annotations
 
 import asyncio
-import codecs
+import dataclasses
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
 import serial
 import structlog
 
 from ..config import ScannerConfig
 from ..framing import FramingSpec
-from ..model import DeviceInfo
-from .base import FrameSink, Source, StateSink
+from ..model import DeviceInfo, Frame, Rejected
+from .base import FrameSink, Source, SourceRequest, StateSink
+
+if TYPE_CHECKING:
+    from ..control.channel import ControlChannel
 
 log = structlog.get_logger("scannerd.serial")
 
@@ -30,6 +34,21 @@ _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: ser
 # How often to look for a vanished port to come back. Discovery (udev) makes this faster when
 # it runs; the timer is what keeps a plain /dev/ttyS0 or a config without discovery working.
 REOPEN_INTERVAL_S = 0.25
+
+
+def with_wire_time(emit: FrameSink, scanner: ScannerConfig) -> FrameSink:
+    """A scan that arrived in a single read has no first-to-last time of its own: it took at
+    least its characters' time on the wire (start + data + parity + stop bits at the baud
+    rate), so that is its scan_ms rather than a misleading 0."""
+    bits = 1 + scanner.bytesize + (0 if scanner.parity == "N" else 1) + scanner.stopbits
+    char_ns = int(bits * 1e9 / scanner.baudrate)
+
+    def emit_timed(item: Frame | Rejected) -> None:
+        if isinstance(item, Frame) and item.last_ns == item.first_ns and len(item.text) > 1:
+            item = dataclasses.replace(item, first_ns=item.last_ns - (len(item.text) - 1) * char_ns)
+        emit(item)
+
+    return emit_timed
 
 
 class SerialSource(Source):
@@ -42,15 +61,24 @@ class SerialSource(Source):
         scanner: ScannerConfig,
         *,
         reopen: bool = True,
+        control: ControlChannel | None = None,
     ) -> None:
-        super().__init__(device, spec, emit, state)
+        super().__init__(device, spec, with_wire_time(emit, scanner), state, encoding=scanner.encoding)
         self.scanner = scanner
         self.reopen = reopen
+        # A controlled scanner: commands go out on this fd, replies come out of what it reads.
+        self.control = control
         self._port: serial.Serial | None = None
-        self._decoder = codecs.getincrementaldecoder(scanner.encoding)(errors="replace")
+        # The fd registered with loop.add_reader, removed in _close only, before the port closes:
+        # once closed, the number may already belong to another scanner's port.
+        self._reader_fd: int | None = None
         self._lost: asyncio.Event | None = None
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
+
+    @classmethod
+    def from_request(cls, req: SourceRequest) -> SerialSource:
+        return cls(req.device, req.spec, req.emit, req.state, req.scanner, reopen=req.reopen, control=req.control)
 
     @property
     def reopens(self) -> bool:
@@ -96,23 +124,20 @@ class SerialSource(Source):
             return False
         self._port = port
         self._announced_missing = False
-        self._decoder.reset()
         log.info("serial_opened", device=self.device.name, path=path, real_path=os.path.realpath(path), baudrate=self.scanner.baudrate)
         self.set_state("present")
+        if self.control is not None:
+            self.control.attach(port.fileno(), self.input.push_bytes)
         return True
 
     async def _read_until_lost(self) -> None:
         assert self._port is not None
-        loop = asyncio.get_running_loop()
         lost = asyncio.Event()
         self._lost = lost
-        fd = self._port.fileno()
-        loop.add_reader(fd, self._on_readable)
-        try:
-            await lost.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(fd)
+        self._reader_fd = self._port.fileno()
+        asyncio.get_running_loop().add_reader(self._reader_fd, self._on_readable)
+        # Ends when _on_lost closes the port, or by cancellation (run() closes it then).
+        await lost.wait()
 
     def _on_readable(self) -> None:
         port = self._port
@@ -128,9 +153,9 @@ class SerialSource(Source):
         except (serial.SerialException, OSError) as e:
             self._on_lost(str(e))
             return
-        text = self._decoder.decode(data)
-        if text:
-            self.input.push(text, t_ns)
+        if self.control is not None:
+            data = self.control.filter(data, t_ns)  # replies out; what is left is scans
+        self.input.push_bytes(data, t_ns)
 
     def _on_lost(self, why: str) -> None:
         log.warning("serial_lost", device=self.device.name, path=self.device.path, why=why)
@@ -147,9 +172,13 @@ class SerialSource(Source):
             await asyncio.wait_for(self._reopen_now.wait(), REOPEN_INTERVAL_S)
 
     def _close(self) -> None:
+        """The one place the reader is removed: before the fd is closed, never after."""
+        fd, self._reader_fd = self._reader_fd, None
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
         port, self._port = self._port, None
+        if port is not None and self.control is not None:
+            self.control.detach()
         if port is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(port.fileno())
             with contextlib.suppress(Exception):
                 port.close()

@@ -50,7 +50,7 @@ ROOT_MODULES = [
 ]
 
 # Parameters for insmod at boot: two dummy UDCs, one for g_serial, one for a configfs gadget.
-MODULE_PARAMS = {"dummy_hcd": "num=2"}
+MODULE_PARAMS = {"dummy_hcd": "num=3"}  # g_serial, the keyboard gadget, the HID-POS gadget
 
 # Modules loaded only when a scenario asks (so /dev/ttyACM0 appears when the test wants it).
 LATE_MODULES = {"usb_f_acm", "g_serial", "usb_f_hid"}

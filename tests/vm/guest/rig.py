@@ -268,6 +268,8 @@ class Client:
         self.hello = json.loads(self.file.readline() or b"{}")
         if self.hello.get("type") != "hello":
             raise OSError(f"no hello: {self.hello}")
+        # Protocol 2: no scan without a subscription; the rig's client is the HIS.
+        self.sock.sendall(b'{"cmd":"subscribe","role":"his"}\n')
         self.events: list[dict[str, Any]] = []
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

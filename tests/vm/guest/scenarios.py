@@ -44,7 +44,7 @@ from rig import (
 Result = dict[str, Any]
 SCENARIOS: list[tuple[str, tuple[str, ...], Callable[[Run], Result]]] = []
 
-SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/sinks/socket.py")
+SERIAL_FEATURES = ("scannerd/cli.py", "scannerd/service.py", "scannerd/sources/serial.py", "scannerd/delivery/unix_socket.py")
 
 USB_KBD_NAME = "QEMU QEMU USB Keyboard"  # 0627:0001, a plain keyboard by identity
 
@@ -69,6 +69,7 @@ class Run:
         self.kbd_unplugged = False  # the QEMU usb-kbd is unplugged (device_del) right now
         self.auto_scanner: Any = None  # uinput scanner plugged under auto-detection
         self.gadget_udc: str | None = None  # the UDC the HID gadget scanner is bound to
+        self.pos_gadget: tuple[str, str] | None = None  # (UDC, /dev/hidgN) of the HID-POS gadget
 
     def save(self) -> None:
         tmp = RESULTS / "results.json.tmp"
@@ -903,6 +904,338 @@ def udev_rules_and_hotplug(run: Run) -> Result:
         time.sleep(0.2)
         res["events_replug"] = slim(client.since(m))
     res["daemon_pid_same"] = daemon.proc.poll() is None
+    return res
+
+
+# --- a real USB HID-POS scanner: configfs gadget with a Honeywell-style 0x008C descriptor ------
+
+sys.path.insert(0, str(REPO / "tests"))
+from hidpos_fixtures import HONEYWELL_DESCRIPTOR, pos_reports  # noqa: E402 - test data shared with the host tests
+
+POS_GADGET = Path("/sys/kernel/config/usb_gadget/vmpos")
+POS_SERIAL = "VMPOS1"
+HIDPOS_SOURCE = ("scannerd/sources/hidpos.py", "scannerd/sources/hid_reports.py", "scannerd/sources/registry.py")
+# The long idle gap keeps "unplug mid-code" deterministic under TCG: the give-up timer for a
+# missing last report must not fire before the unbind does.
+HIDPOS_CONFIG = """
+[socket]
+path = "{sock}"
+
+[[scanner]]
+name = "pos-{backend}"
+transport = "hidpos"
+usb = "0c2e:0967"
+serial = "{serial}"
+backend = "{backend}"
+idle_gap_ms = 3000
+"""
+
+
+def setup_pos_gadget() -> tuple[str, str]:
+    """A Honeywell N5600-like HID-POS scanner (0c2e:0967, serial VMPOS1, 64-byte reports) on a
+    free dummy UDC; returns (UDC, /dev/hidgN). Not plugged until bind_pos()."""
+    load_module("usb_f_hid")
+    cfs = Path("/sys/kernel/config")
+    if not (cfs / "usb_gadget").exists():
+        subprocess.run(["mount", "-t", "configfs", "configfs", str(cfs)], check=True)
+    udcs = sorted(os.listdir("/sys/class/udc"))
+    free = [u for u in udcs if not Path(f"/sys/class/udc/{u}/function").read_text().strip()]
+    taken = {(GADGET / "UDC").read_text().strip()} if (GADGET / "UDC").exists() else set()
+    free = [u for u in free if u not in taken]
+    if not free:
+        raise RuntimeError(f"no free UDC for the HID-POS gadget (UDCs: {udcs})")
+    g = POS_GADGET
+    g.mkdir()
+    (g / "idVendor").write_text("0x0c2e")
+    (g / "idProduct").write_text("0x0967")
+    (g / "bcdUSB").write_text("0x0200")
+    (g / "strings/0x409").mkdir()
+    (g / "strings/0x409/serialnumber").write_text(POS_SERIAL)
+    (g / "strings/0x409/manufacturer").write_text("Honeywell Imaging & Mobility")
+    (g / "strings/0x409/product").write_text("N5600")
+    f = g / "functions/hid.pos0"
+    f.mkdir()
+    (f / "protocol").write_text("0")
+    (f / "subclass").write_text("0")
+    (f / "report_length").write_text("64")
+    (f / "report_desc").write_bytes(HONEYWELL_DESCRIPTOR)
+    c = g / "configs/c.1"
+    c.mkdir()
+    (c / "strings/0x409").mkdir()
+    (c / "strings/0x409/configuration").write_text("HID POS")
+    (c / "MaxPower").write_text("100")
+    os.symlink(f, c / "hid.pos0")
+    # f_hid names its node hidg<minor>; the node itself appears when the gadget is bound.
+    minor = (f / "dev").read_text().strip().split(":")[1]
+    return free[0], f"/dev/hidg{minor}"
+
+
+def bind_pos(udc: str) -> None:
+    (POS_GADGET / "UDC").write_text(udc)
+
+
+def unbind_pos() -> None:
+    (POS_GADGET / "UDC").write_text("\n")
+
+
+def pos_usb_device() -> Path | None:
+    for d in Path("/sys/bus/usb/devices").iterdir():
+        try:
+            if (d / "idVendor").read_text().strip() == "0c2e" and (d / "idProduct").read_text().strip() == "0967":
+                return d
+        except OSError:
+            continue
+    return None
+
+
+def find_pos_hidraw(timeout: float = 10.0) -> str | None:
+    def look() -> str | None:
+        base = Path("/sys/class/hidraw")
+        if not base.is_dir():
+            return None
+        for h in sorted(base.iterdir()):
+            try:
+                uevent = (h / "device/uevent").read_text()
+            except OSError:
+                continue
+            if "HID_ID=0003:00000C2E:00000967" in uevent and os.path.exists(f"/dev/{h.name}"):
+                return f"/dev/{h.name}"
+        return None
+    return wait_until(look, timeout)
+
+
+def find_pos_usbfs(timeout: float = 10.0) -> str | None:
+    def look() -> str | None:
+        d = pos_usb_device()
+        if d is None:
+            return None
+        try:
+            bus, dev = int((d / "busnum").read_text()), int((d / "devnum").read_text())
+        except (OSError, ValueError):
+            return None
+        node = f"/dev/bus/usb/{bus:03d}/{dev:03d}"
+        return node if os.path.exists(node) else None
+    return wait_until(look, timeout)
+
+
+def hidg_reports(hidg: str, reports: list[bytes], timeout: float = 10.0) -> None:
+    """Write input reports into the gadget; each write waits until the host took the last one
+    (f_hid holds one report at a time; the host polls only while its reader is open)."""
+    import select as _select
+
+    fd = os.open(hidg, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        for report in reports:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    os.write(fd, report)
+                    break
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"the USB host side never polled {hidg}") from None
+                    _select.select([], [fd], [], left)
+        # Wait until the last one is taken too: then the host has every report.
+        _select.select([], [fd], [], timeout)
+    finally:
+        os.close(fd)
+
+
+def hidg_read_output(hidg: str, timeout: float = 5.0) -> str | None:
+    """One output report the host sent to the gadget, as hex (None if none came)."""
+    import select as _select
+
+    fd = os.open(hidg, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        if not _select.select([fd], [], [], timeout)[0]:
+            return None
+        return os.read(fd, 64).hex()
+    finally:
+        os.close(fd)
+
+
+def hidpos_daemon_scenario(run: Run, backend: str) -> Result:
+    """The daemon reads the gadget through `backend`: a code in one report and one over three
+    reports arrive classified with their symbology; unbinding mid-code gives a device_removed
+    reject; after a rebind codes flow again, without a restart."""
+    udc, hidg = run.pos_gadget or setup_pos_gadget()
+    run.pos_gadget = (udc, hidg)
+    if (POS_GADGET / "UDC").read_text().strip() != udc:
+        bind_pos(udc)
+    res: Result = {"udc": udc, "hidg": hidg}
+    find_node = find_pos_hidraw if backend == "hidraw" else find_pos_usbfs
+    node = find_node()
+    res["node"] = node
+    if not node:
+        res["sysfs_hidraw"] = sorted(os.listdir("/sys/class/hidraw")) if os.path.isdir("/sys/class/hidraw") else None
+        return res
+    daemon, client = run.start_daemon(f"hidpos-{backend}", HIDPOS_CONFIG.format(sock=SOCK, backend=backend,
+                                                                                 serial=POS_SERIAL))
+    res["daemon_opened"] = daemon.holds(node, 15)
+    if not res["daemon_opened"]:
+        res["daemon_log"] = daemon.log_tail()
+        return res
+    if backend == "pyusb":
+        # usbhid let go of the POS interface: its hidraw node is gone while libusb has it.
+        res["hidraw_gone_while_claimed"] = bool(wait_until(lambda: find_pos_hidraw(0.05) is None, 5))
+    short, long_code = wechat(131), "HIS" + "".join(str(i % 10) for i in range(140))  # 143 bytes: 3 reports
+    res["sent"] = {"short": short, "long": long_code}
+    m = client.mark()
+    hidg_reports(hidg, pos_reports(short.encode(), aim=b"]Q1"))
+    long_reports = pos_reports(long_code.encode(), aim=b"]Q1")
+    res["long_reports"] = len(long_reports)
+    hidg_reports(hidg, long_reports)
+    client.wait_code(m, long_code, 10)
+    res["events"] = slim(client.since(m))
+    # Half a code, then the cable goes.
+    m = client.mark()
+    hidg_reports(hidg, pos_reports(b"9" * 100)[:1])  # the first of two reports: continued set
+    t = time.monotonic()
+    unbind_pos()
+    client.wait_reject(m, 10)
+    res["removed_reject_s"] = round(time.monotonic() - t, 2)
+    res["events_unplug"] = slim(client.since(m))
+    res["node_gone"] = bool(wait_until(lambda: not os.path.exists(node), 5))
+    # Plugged back in: discovery starts the source again.
+    t = time.monotonic()
+    bind_pos(udc)
+    node2 = find_node()
+    res["node_back"] = node2
+    if node2:
+        res["daemon_reopened"] = daemon.holds(node2, 15)
+        res["reopen_after_plug_s"] = round(time.monotonic() - t, 2)
+        m = client.mark()
+        after = alipay(133)
+        res["after"] = after
+        hidg_reports(hidg, pos_reports(after.encode(), aim=b"]Q1"))
+        client.wait_code(m, after, 10)
+        res["events_replug"] = slim(client.since(m))
+    res["daemon_alive"] = daemon.proc.poll() is None
+    return res
+
+
+@scenario("hidpos_hidraw_daemon", HIDPOS_SOURCE)
+def hidpos_hidraw_daemon(run: Run) -> Result:
+    return hidpos_daemon_scenario(run, "hidraw")
+
+
+def ensure_udevd() -> bool:
+    """systemd-udevd with the project's rules, as the udev scenario starts it (if not running).
+    libusb (Debian builds it with libudev) learns of hotplugged devices from udevd only."""
+    import grp
+
+    if os.path.exists("/run/udev/control"):
+        return True
+    if not os.path.exists(UDEVD):
+        return False
+    try:
+        grp.getgrnam("scannerd")
+    except KeyError:
+        with open("/etc/group", "a") as f:
+            f.write("scannerd:x:973:\n")
+    Path("/etc/udev/rules.d").mkdir(parents=True, exist_ok=True)
+    Path("/etc/udev/rules.d/70-scannerd.rules").write_bytes((REPO / "udev/70-scannerd.rules").read_bytes())
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SYSTEMD_IGNORE_CHROOT": "1", "SYSTEMD_LOG_LEVEL": "warning"}
+    with open(RESULTS / "udevd-hidpos.log", "wb") as udevd_log:
+        subprocess.run([UDEVD, "--daemon"], env=env, stdout=udevd_log, stderr=subprocess.STDOUT, timeout=20, check=True)
+    if not wait_until(lambda: os.path.exists("/run/udev/control"), 10):
+        return False
+    subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=usb", "--subsystem-match=hidraw"],
+                   env=env, timeout=30, check=False)
+    subprocess.run(["udevadm", "settle", "--timeout=30"], env=env, timeout=40, check=False)
+    return True
+
+
+@scenario("hidpos_pyusb_daemon", HIDPOS_SOURCE)
+def hidpos_pyusb_daemon(run: Run) -> Result:
+    udevd = ensure_udevd()
+    res = hidpos_daemon_scenario(run, "pyusb")
+    res["udevd"] = udevd
+    usbfs = find_pos_usbfs(1)
+    res["usbfs_facts"] = node_facts(usbfs) if usbfs and udevd else None
+    run.stop_daemon()  # gives the interface back to usbhid
+    hidraw = find_pos_hidraw(10)
+    res["hidraw_back_after_stop"] = bool(hidraw)
+    if hidraw and udevd:
+        subprocess.run(["udevadm", "settle", "--timeout=30"], timeout=40, check=False,
+                       env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SYSTEMD_IGNORE_CHROOT": "1"})
+    res["hidraw_facts"] = node_facts(hidraw) if hidraw and udevd else None
+    return res
+
+
+@scenario("hidpos_feedback_and_control", HIDPOS_SOURCE)
+def hidpos_feedback_and_control(run: Run) -> Result:
+    """The sources' whitelisted verbs on the real kernel: good/bad beep and trigger on/off
+    output reports reach the gadget through hidraw and through pyusb (libusb), and
+    HIDIOCGRDESC gives the gadget's descriptor."""
+    import asyncio
+
+    from scannerd.config import ScannerConfig
+    from scannerd.framing import FramingSpec
+    from scannerd.model import DeviceInfo
+    from scannerd.sources.hidpos import (
+        HidPosSettings,
+        HidrawSource,
+        PyusbSource,
+        hidraw_descriptor,
+    )
+
+    run.stop_daemon()
+    udc, hidg = run.pos_gadget or setup_pos_gadget()
+    run.pos_gadget = (udc, hidg)
+    if (POS_GADGET / "UDC").read_text().strip() != udc:
+        bind_pos(udc)
+    res: Result = {}
+    node = find_pos_hidraw()
+    res["node"] = node
+    if not node:
+        return res
+    fd = os.open(node, os.O_RDONLY)
+    try:
+        res["descriptor_matches"] = hidraw_descriptor(fd) == HONEYWELL_DESCRIPTOR
+    finally:
+        os.close(fd)
+    scanner = ScannerConfig(name="pos", transport="hidpos", usb="0c2e:0967")
+    for backend in ("hidraw", "pyusb"):
+        items: list[Any] = []
+        device = DeviceInfo("pos", "hidpos", "outpatient", "kiosk", node if backend == "hidraw" else "")
+        cls = HidrawSource if backend == "hidraw" else PyusbSource
+        source = cls(device, FramingSpec(idle_gap_ms=3000), items.append, lambda _s: None, scanner,
+                     HidPosSettings(backend=backend, serial=POS_SERIAL, beep_on_reject=True))
+
+        async def drive(source: Any = source, items: list[Any] = items) -> dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(source.run())
+            seen: dict[str, Any] = {}
+            deadline = loop.time() + 15
+            while not source.present and not task.done() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            seen["present"] = source.present
+            if source.present:
+                for verb in ("good", "bad", "enable", "disable"):
+                    if verb == "bad":
+                        source.feedback(False)
+                    else:
+                        source.control(verb)
+                    seen[verb] = await loop.run_in_executor(None, hidg_read_output, hidg)
+                code = wechat(141)
+                await loop.run_in_executor(None, hidg_reports, hidg, pos_reports(code.encode(), aim=b"]Q1"))
+                deadline = loop.time() + 10
+                while not items and loop.time() < deadline:
+                    await asyncio.sleep(0.02)
+                seen["frame"] = [getattr(i, "text", None) == code and getattr(i, "symbology", None) for i in items]
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            thread = getattr(source, "thread", None)
+            seen["thread_alive_after_stop"] = thread.is_alive() if thread is not None else None
+            return seen
+
+        res[backend] = asyncio.run(drive())
+    res["hidraw_back"] = bool(find_pos_hidraw(10))  # pyusb gave the interface back
     return res
 
 
