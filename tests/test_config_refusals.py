@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 
 from scannerd.config import AF_UNIX_PATH_MAX, ConfigError, load_config
+
+from helpers import REPO
 
 
 def _unknown_group() -> str:

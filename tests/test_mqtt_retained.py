@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import Broker
-from test_mqtt import eventually, make_scan, new_sink, payload, running, subscriber
 
 from scannerd.config import MqttConfig
 from scannerd.metrics import Metrics
 from scannerd.model import DeviceStateEvent
 from scannerd.sinks.mqtt import STOP_BUDGET_S, MqttSink
+
+from mqtt_broker import Broker
+from test_mqtt import eventually, make_scan, new_sink, payload, running, subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 
