@@ -68,10 +68,12 @@ async def test_device_state_is_published_again_after_a_broker_restart(tmp_path: 
             sink.deliver(DeviceStateEvent("window-1", "present"))
             sink.deliver(DeviceStateEvent("window-2", "error", "EIO"))
             await eventually(lambda: sink.status()["published"] >= 2, what="states published")
+            published = sink.status()["published"]
             b.stop()
             await eventually(lambda: sink.status()["state"] != "connected", what="sink notices the broker is gone")
             b.start()
-            await eventually(lambda: sink.status()["state"] == "connected", timeout=15, what="reconnect")
+            # Both states again (a subscriber arriving before that would get them live, unretained).
+            await eventually(lambda: sink.status()["published"] >= published + 2, timeout=15, what="states re-published")
             async with subscriber(b.port, f"{prefix}/device/+/state") as late:
                 messages = [await late.get(timeout=10), await late.get(timeout=10)]
     assert all(m.retain for m in messages)
@@ -98,6 +100,7 @@ async def test_device_state_moves_to_the_sink_a_reload_makes(broker: Broker) -> 
     await old.stop()
     new.adopt_pending(waiting)
     try:
+        await eventually(lambda: new.status()["published"] >= 1, timeout=10, what="the new sink publishing the state")
         async with subscriber(broker.port, "t/reload-new/device/+/state") as late:
             m = await late.get(timeout=10)
         assert m.retain is True
