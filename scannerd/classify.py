@@ -383,6 +383,8 @@ def _compile_rule(
     if "length" in raw:
         lengths, length_text = _parse_lengths(f"{where}.length", raw["length"])
     charset = raw.get("charset")
+    if charset is not None and not isinstance(charset, str):  # a list or a table is not hashable
+        raise RuleError(f"{where}.charset", f"expected a charset name (one of {', '.join(sorted(CHARSETS))}), got {type(charset).__name__}")
     if charset is not None and charset not in CHARSETS:
         raise RuleError(f"{where}.charset", f"unknown charset {charset!r}; known: {', '.join(sorted(CHARSETS))}")
     regex: LinearPattern | None = None
