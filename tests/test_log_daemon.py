@@ -9,8 +9,8 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import threading
+import time
 from pathlib import Path
 
 from helpers import REPO, Client, Daemon, PtyScanner, wait_for, wechat_code
