@@ -145,7 +145,7 @@ class _QueueHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-        except Exception:  # noqa: BLE001 - a broken log call must not break the caller
+        except Exception:
             line = jsonlib.dumps({"event": "log_format_failed", "level": "error", "logger": record.name})
         self.writer.put(line)
 

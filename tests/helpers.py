@@ -10,8 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import termios
+import time
 import tty
 from pathlib import Path
 from typing import Any

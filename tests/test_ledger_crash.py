@@ -15,11 +15,12 @@ from scannerd.config import AcceptanceConfig, SiteConfig
 
 from helpers import REPO, wait_for
 
-# Feeds scans as fast as it can on many devices (big batches), printing how many it has fed
-# and how many the writer has committed, until killed.
+# Feeds scans on many devices at 2500 a second (far above any station, so batches are big; a
+# loop that never pauses only measures how unfair the GIL is to the writer thread), printing
+# how many it has fed and how many the writer has committed, until killed.
 CHILD = textwrap.dedent(
     """
-    import random, sys
+    import random, sys, time
     from scannerd.acceptance import Ledger
     from scannerd.config import AcceptanceConfig, SiteConfig
     from acceptance_data import unionpay_scan
@@ -35,6 +36,7 @@ CHILD = textwrap.dedent(
             ledger.on_scan(unionpay_scan(rng, device=f"window-{rng.randrange(200)}"))
             fed += 1
         print(fed, ledger.status()["flushed_scans"], flush=True)
+        time.sleep(0.02)
     """
 )
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
@@ -169,6 +169,7 @@ class Source(abc.ABC):
     def feedback(self, accepted: bool) -> None:
         """After the pipeline took a read: a good or error beep where the transport itself can
         give one (HID-POS output reports). Scanners with a control profile get theirs from it."""
+        return  # most transports have no feedback of their own (optional hook, not abstract)
 
     def switch(self, on: bool) -> str:
         """Turn the scanner's reading on or off (a kiosk's arm / disarm) where the transport can:
@@ -177,6 +178,7 @@ class Source(abc.ABC):
 
     def poke(self) -> None:
         """Discovery saw this source's device come back; sources that reopen look at once."""
+        return  # only sources that reopen their own path act on it (optional hook)
 
     @abc.abstractmethod
     async def run(self) -> None:
