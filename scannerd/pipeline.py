@@ -6,10 +6,10 @@ loop and never blocks: a sink that cannot keep up queues or drops by its own rul
 
 from __future__ import annotations
 
-import base64
 import collections
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,18 +20,18 @@ import structlog
 from .classify_faults import METRIC as CLASSIFY_ERRORS
 from .classify_faults import ClassifyFaults
 from .config import PolicyConfig
+from .metrics import Metrics
 from .model import (
     Classification,
     DeviceInfo,
     DeviceStateEvent,
     Event,
     Frame,
-    RejectEvent,
     Rejected,
+    RejectEvent,
     ScanEvent,
     mask,
 )
-from .metrics import Metrics
 from .protocol import wall_clock_iso
 
 log = structlog.get_logger("scannerd.pipeline")
@@ -52,16 +52,59 @@ class EventSink(Protocol):
     def deliver(self, event: Event) -> None: ...
 
 
-# ULIDs in Crockford base32, made by the C base32 encoder: RFC 4648's alphabet translated.
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_CROCKFORD = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 digits for every 10-bit value: the time part is five lookups.
+_DIGIT_PAIRS = [chr(_CROCKFORD[v >> 5]) + chr(_CROCKFORD[v & 31]) for v in range(1024)]
+# A random byte → one base32 digit of its low 5 bits (256 = 8 × 32: each digit equally likely).
+_RANDOM_DIGIT = bytes(_CROCKFORD[b & 31] for b in range(256))
+RANDOM_DIGITS = 16  # 80 random bits
+
+
+class RandomPool:
+    """os.urandom in 4 KiB chunks handed out a few bytes at a time: one getrandom(2) per 256
+    event ids instead of one per scan. Emptied in a forked child, which must not repeat its
+    parent's bytes."""
+
+    def __init__(self, chunk: int = 4096, source: Callable[[int], bytes] = os.urandom) -> None:
+        self.chunk = chunk
+        self.source = source
+        self._buf = b""
+        self._at = 0
+        self._lock = threading.Lock()  # ids are made on the loop; a second thread must not share bytes
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + n > len(self._buf):
+                self._buf, at = self.source(max(self.chunk, n)), 0
+            self._at = at + n
+            return self._buf[at:at + n]
+
+    def reset(self) -> None:
+        self._buf, self._at = b"", 0
+
+
+_random = RandomPool()
+os.register_at_fork(after_in_child=_random.reset)
+_last_ms_prefix: tuple[int, str] = (-1, "")
+
+
+def ulid(ms: int, random_bytes: bytes) -> str:
+    """The ULID of 48-bit millisecond time `ms` whose 16 random digits are the low 5 bits of
+    each of `random_bytes` (16 bytes): 26 Crockford base32 digits, sorting by time."""
+    global _last_ms_prefix
+    last_ms, prefix = _last_ms_prefix
+    if ms != last_ms:
+        p = _DIGIT_PAIRS
+        prefix = p[(ms >> 40) & 1023] + p[(ms >> 30) & 1023] + p[(ms >> 20) & 1023] + p[(ms >> 10) & 1023] + p[ms & 1023]
+        _last_ms_prefix = (ms, prefix)
+    return prefix + random_bytes.translate(_RANDOM_DIGIT).decode("ascii")
 
 
 def new_event_id(now_ms: int | None = None) -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sorts by time."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    # 20 bytes are 32 base32 characters; the last 26 hold the value's 130 low bits.
-    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode("ascii")
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return ulid(ms, _random.take(RANDOM_DIGITS))
 
 
 @dataclass

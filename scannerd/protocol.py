@@ -124,12 +124,27 @@ def decode_command(line: bytes) -> dict[str, Any]:
     return obj
 
 
+# The last second rendered: (epoch second, "YYYY-MM-DDTHH:MM:SS", "+HH:MM"). Scans within one
+# second share it, so most timestamps cost one division and one format.
+_last_second: tuple[int, str, str] = (-1, "", "")
+
+
+def _second(sec: int) -> tuple[int, str, str]:
+    global _last_second
+    cached = _last_second
+    if cached[0] != sec:
+        lt = time.localtime(sec)
+        off = lt.tm_gmtoff
+        sign = "+" if off >= 0 else "-"
+        off = abs(off)
+        cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", lt), f"{sign}{off // 3600:02d}:{(off % 3600) // 60:02d}")
+        _last_second = cached
+    return cached
+
+
 def wall_clock_iso(ns: int | None = None) -> str:
     """Local wall-clock time, ISO 8601 with offset and microseconds (events only)."""
-    t = time.time() if ns is None else ns / 1e9
-    lt = time.localtime(t)
-    off = lt.tm_gmtoff
-    sign = "+" if off >= 0 else "-"
-    off = abs(off)
-    frac = int((t % 1) * 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", lt) + f".{frac:06d}{sign}{off // 3600:02d}:{(off % 3600) // 60:02d}"
+    ns = time.time_ns() if ns is None else ns
+    sec, us = divmod(ns // 1000, 1_000_000)
+    _, prefix, offset = _second(sec)
+    return f"{prefix}.{us:06d}{offset}"

@@ -155,22 +155,4 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     assert all(len(i) == 26 for i in ids)
 
 
-def _ulid_reference(ms: int, rand: int) -> str:
-    """The ULID spec spelled out: 26 Crockford base32 digits of (48-bit ms << 80 | 80 random bits)."""
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    value = (ms << 80) | rand
-    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def test_event_ids_are_the_spec_s_ulids(monkeypatch: Any) -> None:
-    import os
-    import random
-
-    import scannerd.pipeline as pipeline
-
-    rng = random.Random(7)
-    for _ in range(2000):
-        ms, rand = rng.getrandbits(48), rng.getrandbits(80)
-        monkeypatch.setattr(pipeline.os, "urandom", lambda n, r=rand: r.to_bytes(n, "big"))
-        assert new_event_id(ms) == _ulid_reference(ms, rand)
-    monkeypatch.setattr(pipeline.os, "urandom", os.urandom)
+# The ULID layout against the spec, and the random pool behind it: tests/test_hot_path.py.
