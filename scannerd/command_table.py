@@ -149,6 +149,9 @@ class Command:
     args: Mapping[str, Arg] = field(default_factory=dict)
     read_only: bool = True
     transports: frozenset[str] = EVERYWHERE
+    # Transports a site may open this command to by configuration (CommandTable.grant), e.g.
+    # inject from the browser for a test page with `[websocket] allow_inject = true`.
+    opt_in: frozenset[str] = frozenset()
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ COMMANDS: tuple[Command, ...] = (
         "device": _DEVICE,
         "code": Arg("str", required=True, max_len=65536),
         "symbology": Arg("str", max_len=32),
-    }, read_only=False, transports=frozenset({SOCKET})),
+    }, read_only=False, transports=frozenset({SOCKET}), opt_in=frozenset({WEBSOCKET})),
 )
 
 # Keys every command may carry besides its arguments: the command name and a request tag the
@@ -257,9 +260,22 @@ class CommandTable:
     def __init__(self, services: Services, commands: tuple[Command, ...] = COMMANDS) -> None:
         self.services = services
         self.commands = {c.name: c for c in commands}
+        self._granted: dict[str, frozenset[str]] = {}
+
+    def grant(self, transport: str, names: set[str] | frozenset[str]) -> None:
+        """Open opt-in commands to a transport (replacing its earlier grants): the site's
+        configuration says whether, the table says which commands ever may be."""
+        for name in names:
+            command = self.commands.get(name)
+            if command is None or transport not in command.opt_in:
+                raise ValueError(f"{name!r} cannot be opened to {transport}")
+        self._granted[transport] = frozenset(names)
+
+    def permits(self, transport: str, command: Command) -> bool:
+        return transport in command.transports or command.name in self._granted.get(transport, ())
 
     def allowed(self, transport: str) -> list[str]:
-        return sorted(n for n, c in self.commands.items() if transport in c.transports)
+        return sorted(n for n, c in self.commands.items() if self.permits(transport, c))
 
     async def handle(self, transport: str, obj: dict[str, Any], subscriber: Subscriber | None = None,
                      peer_uid: int | None = None) -> dict[str, Any]:
@@ -279,7 +295,7 @@ class CommandTable:
         if not isinstance(name, str):
             return reply("?", False, error='missing "cmd" (a string)', **echo)
         command = self.commands.get(name)
-        if command is None or ctx.transport not in command.transports:
+        if command is None or not self.permits(ctx.transport, command):
             known = ", ".join(self.allowed(ctx.transport))
             what = "unknown cmd" if command is None else f"cmd not allowed over {ctx.transport}"
             return reply(name[:64], False, error=f"{what} {name[:64]!r}; allowed here: {known}", **echo)

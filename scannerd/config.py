@@ -7,6 +7,7 @@ file fails fast with one message naming the file, the key path and what was expe
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import re
@@ -175,6 +176,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """The protocol over a WebSocket for browser HIS, the diagnostic page and /metrics."""
+
+    listen: str = "127.0.0.1:8765"
+    allow_remote: bool = False
+    # Exact origins ("https://his.example-hospital.cn"); the listener's own page is always allowed.
+    allowed_origins: tuple[str, ...] = ()
+    allow_no_origin: bool = False  # non-browser clients (they send no Origin header)
+    token: str = field(default="", repr=False)  # from token or token_file, never empty
+    token_file: str = ""
+    allow_inject: bool = False
+    max_clients: int = 32
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     auto: bool = True
     extra_vendor_ids: tuple[str, ...] = ()
@@ -247,6 +271,7 @@ class Config:
     scanners: tuple[ScannerConfig, ...] = ()
     mqtt: MqttConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    websocket: WebSocketConfig | None = None  # None: no [websocket] section, no TCP listener
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
@@ -546,6 +571,99 @@ def _metrics(t: _Table) -> MetricsConfig:
     return MetricsConfig(listen=listen)
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+TOKEN_MIN_LENGTH = 16
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or bool(re.fullmatch(r"127(\.\d{1,3}){3}", host))
+
+
+def _websocket(t: _Table) -> WebSocketConfig:
+    listen = t.check("listen", t.get("listen", str, "127.0.0.1:8765"), r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}",
+                     'host:port, e.g. "127.0.0.1:8765" (IPv6 in brackets: "[::1]:8765")')
+    port = int(listen.rpartition(":")[2])
+    if not 1 <= port <= 65535:
+        raise t.err("listen", f"expected a port from 1 to 65535, got {port}")
+    allow_remote = t.get("allow_remote", bool, False)
+    host = listen.rpartition(":")[0].strip("[]")
+    if not allow_remote and not is_loopback(host):
+        raise t.err("listen", f"expected a loopback address (127.0.0.1, ::1 or localhost), got {_show(listen)}: "
+                    "any host on the network could connect; set allow_remote = true only behind a firewall you control")
+    origins = t.get("allowed_origins", list, [])
+    for i, origin in enumerate(origins):
+        key = f"allowed_origins[{i + 1}]"
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            shown = _show(origin) if isinstance(origin, str) else "a " + type(origin).__name__
+            hint = " (no wildcards: list each HIS origin)" if isinstance(origin, str) and "*" in origin else ""
+            raise t.err(key, f'expected an origin like "https://his.example-hospital.cn" (scheme://host[:port], '
+                        f"lowercase, no path){hint}, got {shown}")
+    token = t.get("token", str, "")
+    token_file = t.get("token_file", str, "")
+    if token and token_file:
+        raise t.err("token_file", "expected either token or token_file, not both")
+    if token_file:
+        _check_token_file(t, token_file)  # read by the daemon only (with_secrets): tools need not read it
+    elif not token:
+        raise t.err("token", "expected token or token_file: any local process can reach a TCP port, "
+                    "the token is what keeps other users and pages out")
+    else:
+        _check_token(t.file, t.key("token"), token)
+    cfg = WebSocketConfig(
+        listen=listen,
+        allow_remote=allow_remote,
+        allowed_origins=tuple(origins),
+        allow_no_origin=t.get("allow_no_origin", bool, False),
+        token=token,
+        token_file=token_file,
+        allow_inject=t.get("allow_inject", bool, False),
+        max_clients=t.number("max_clients", 32, 1, 1024),
+    )
+    t.finish()
+    return cfg
+
+
+def _check_token(file: str, key: str, token: str) -> None:
+    if len(token) < TOKEN_MIN_LENGTH or not token.isprintable() or token != token.strip():
+        raise ConfigError(file, key, f"expected at least {TOKEN_MIN_LENGTH} printable characters without surrounding "
+                          f"spaces (e.g. the output of `openssl rand -hex 24`), got {len(token)} characters")
+
+
+def _check_token_file(t: _Table, path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        raise t.err("token_file", f"expected an existing file, got {_show(path)} (not found)") from None
+    except OSError as e:
+        raise t.err("token_file", f"cannot stat {_show(path)}: {e.strerror}") from None
+    if mode & ~0o640:
+        raise t.err("token_file", f"expected mode 0600 or 0640 (owner read-write, group read at most), "
+                    f"got {oct(mode)} (chmod 0640 {path})")
+
+
+def with_secrets(config: Config) -> Config:
+    """The config with `[websocket] token_file` read into its token: what the daemon runs with
+    (at boot and on reload, so a rotated token is a changed config). Tools that only read the
+    config (status, listen) never need the secret, nor the right to read it."""
+    ws = config.websocket
+    if ws is None or not ws.token_file:
+        return config
+    key = "websocket.token_file"
+    try:
+        with open(ws.token_file, encoding="utf-8") as f:
+            token = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(config.source, key, f"cannot read {_show(ws.token_file)}: {e}") from None
+    _check_token(config.source, key, token)
+    return dataclasses.replace(config, websocket=dataclasses.replace(ws, token=token))
+
+
+def _same_address(a: str, b: str) -> bool:
+    (host_a, _, port_a), (host_b, _, port_b) = a.rpartition(":"), b.rpartition(":")
+    return port_a == port_b and (host_a == host_b or "0.0.0.0" in (host_a, host_b) or "[::]" in (host_a, host_b))
+
+
 def _discovery(t: _Table) -> DiscoveryConfig:
     extra = t.get("extra_vendor_ids", list, [])
     for i, v in enumerate(extra):
@@ -691,10 +809,14 @@ def parse_config(
         seen[s.name] = i
     mqtt = _section(root, "mqtt", lambda t: _mqtt(t, file), None)
     metrics = _section(root, "metrics", _metrics, MetricsConfig())
+    websocket = _section(root, "websocket", _websocket, None)
     discovery = _section(root, "discovery", _discovery, DiscoveryConfig())
     control = _section(root, "control", _control, None) or _control(_Table(file, "control", {}))
     _check_control(file, control, scanners)
     acceptance = _section(root, "acceptance", _acceptance, AcceptanceConfig())
+    if websocket is not None and metrics.listen and _same_address(metrics.listen, websocket.listen):
+        raise ConfigError(file, "metrics.listen", f"expected another address than [websocket] listen ({websocket.listen}), "
+                          "which serves /metrics already: remove [metrics] listen")
     root.used.update({"rule", "classify"})
     rules = data.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
@@ -711,6 +833,7 @@ def parse_config(
         scanners=scanners,
         mqtt=mqtt,
         metrics=metrics,
+        websocket=websocket,
         discovery=discovery,
         control=control,
         acceptance=acceptance,

@@ -271,6 +271,11 @@ class Framer:
             self._decoder.reset()
         self._partial_bytes = False
 
+    @property
+    def last_input_ns(self) -> int | None:
+        """When the read in progress last grew (None: no read in progress)."""
+        return self._last_ns
+
     def _idle_before(self, t_ns: int, out: list[Frame | Rejected]) -> None:
         """An idle gap before input arriving at t_ns ends the read in progress."""
         if self._last_ns is not None and t_ns > self._last_ns + self.spec.idle_gap_ns:

@@ -26,6 +26,8 @@ HELP: dict[str, str] = {
     "scannerd_classify_errors_total": "Rules that raised while classifying a code (the rule then counts as not matching), by rule",
     "scannerd_undelivered_total": "Events a sink gave up on, by sink and reason (queue_full, unconfirmed, stopped, reject_expired)",
     "scannerd_mqtt_published_total": "Rejects and device states published to MQTT (scans count in scannerd_delivered_total)",
+    "scannerd_loop_lag_seconds": "How late the event loop ran a timer (a stall shows here: reload, a slow disk, a hostile input)",
+    "scannerd_loop_lag_last_seconds": "The event loop's lateness at its latest check (a gauge)",
     "scannerd_acks_total": "Scans the HIS acknowledged with the ack command",
     "scannerd_delivered_total": "Scans delivered to the HIS side (written, or acknowledged when acks are on), by sink",
     "scannerd_client_disconnects_total": "Socket clients dropped for not reading",
@@ -67,6 +69,11 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: dict[str, dict[LabelKey, float]] = {}
         self.histograms: dict[str, dict[LabelKey, Histogram]] = {}
+        self.gauges: dict[str, dict[LabelKey, float]] = {}
+
+    def set(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
+        """A gauge: the latest value (loop lag now, not a count)."""
+        self.gauges.setdefault(name, {})[_key(labels)] = value
 
     def inc(self, name: str, labels: dict[str, str] | None = None, by: float = 1) -> None:
         series = self.counters.setdefault(name, {})
@@ -82,6 +89,8 @@ class Metrics:
         h.observe(seconds)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        if name in self.gauges:
+            return self.gauges[name].get(_key(labels), 0)
         return self.counters.get(name, {}).get(_key(labels), 0)
 
     def total(self, name: str) -> float:
@@ -92,7 +101,7 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, series in self.counters.items():
+        for name, series in (*self.counters.items(), *self.gauges.items()):
             out[name] = [{"labels": dict(k), "value": v} for k, v in series.items()]
         for name, hseries in self.histograms.items():
             out[name] = [
@@ -107,6 +116,11 @@ class Metrics:
         for name, series in sorted(self.counters.items()):
             lines.append(f"# HELP {name} {HELP.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
+            for k, v in sorted(series.items()):
+                lines.append(f"{name}{_labels(k)} {_fmt(v)}")
+        for name, series in sorted(self.gauges.items()):
+            lines.append(f"# HELP {name} {HELP.get(name, name)}")
+            lines.append(f"# TYPE {name} gauge")
             for k, v in sorted(series.items()):
                 lines.append(f"{name}{_labels(k)} {_fmt(v)}")
         for name, hseries in sorted(self.histograms.items()):

@@ -12,6 +12,7 @@ import os
 import signal
 import socket as _socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -21,22 +22,25 @@ from .acceptance.command import RESULT_COMMAND
 from .acceptance.station import StationAcceptance
 from .census import Census
 from .command_table import COMMANDS, CommandContext, CommandError, CommandTable
-from .config import Config, ConfigError, ScannerConfig, load_config
+from .config import Config, ConfigError, ScannerConfig, load_config, with_secrets
 from .control.device_controllers import ControlParamError, DeviceControllers
 from .daycounts import DayCounts, DayCountSink, default_state_dir
+from .delivery.http_listener import HttpListener, metrics_only
 from .delivery.hub import Hub
 from .delivery.outcomes import OutcomeMetrics, Outcomes
 from .delivery.unix_socket import SocketInUse, UnixSocketServer
+from .delivery.websocket import WebSocketServer
 from .framing import TERMINATORS, FramingSpec
 from .hints import NoScannerHint
 from .latency_window import LatencyWindow
 from .loop_errors import LoopErrorHandler
+from .looplag import LoopLagMonitor
 from .metrics import Metrics
-from .metrics_http import MetricsServer
 from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mask
 from .pipeline import Pipeline
 from .protocol import encode_event, wall_clock_iso
 from .sdnotify import Notifier, watchdog_loop
+from .sinks.mqtt_topics import default_prefix
 from .sinks.base import Sink
 from .sources import registry
 from .sources.base import Source, SourceRequest
@@ -100,19 +104,27 @@ class Daemon:
                        queue_limit=config.policy.queue_limit)
         # Acceptance evidence: counts of scans and HIS results (issue 15); the ledger's file
         # is written by its own thread, never on this loop.
-        self.acceptance = StationAcceptance(config, self.hostname)
+        # With [mqtt], each station's counts are kept retained on the broker for the fleet report.
+        mqtt_prefix = (config.mqtt.topic_prefix or default_prefix(self.hostname)) if config.mqtt is not None else ""
+        self.acceptance = StationAcceptance(config, self.hostname, publish_retained=self._publish_retained,
+                                            topic_prefix=mqtt_prefix)
         self.commands = CommandTable(self, (*COMMANDS, RESULT_COMMAND))
         self.controllers = DeviceControllers(config.control, self.pipeline.device_state)
+        self._grant_websocket(config)
         self.sinks: list[Sink] = [self.hub]
         self.socket_server: UnixSocketServer | None = None
         self.mqtt_sink: MqttSink | None = None
         self.running: dict[str, _Running] = {}
         self.discovery: Any = None
-        self.metrics_server: MetricsServer | None = None
+        self.metrics_server: HttpListener | None = None
+        self.websocket_server: WebSocketServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retries: dict[str, int] = {}  # devnode → restarts of a discovered source, for backoff
+        self._switch_timers: dict[str, asyncio.TimerHandle] = {}  # device → switch off at the arm's TTL
+        # A stall of the one loop (reload, a slow disk, a hostile input) shows in metrics.
+        self.loop_lag = LoopLagMonitor(self._record_loop_lag, interval_s=1.0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -129,6 +141,7 @@ class Daemon:
         self._sync_sinks()
         await self._start_metrics(self.config)
         await self.acceptance.start()
+        await self._start_websocket(self.config)
         for scanner in self.config.scanners:
             if scanner.path:  # the rest (usb, by_id, match_name) are found by discovery
                 self._start_source(scanner, scanner.path)
@@ -136,6 +149,7 @@ class Daemon:
         log.info("ready", version=__version__, config=self.config.source, scanners=len(self.running), socket=self.config.socket.path)
         self.notifier.ready(self.status_line())
         self._hint_if_no_scanner()
+        self.loop_lag.start()
         watchdog = self._spawn(watchdog_loop(self.notifier))
         status = self._spawn(self._status_loop())
         await self._stop.wait()
@@ -143,6 +157,7 @@ class Daemon:
         self.notifier.stopping()
         watchdog.cancel()
         status.cancel()
+        self.loop_lag.stop()
         await self._shutdown()
         return 0
 
@@ -158,6 +173,8 @@ class Daemon:
         await self.acceptance.stop()  # after the sources: every scan read is counted and written
         if self.socket_server is not None:
             await self.socket_server.stop()
+        if self.websocket_server is not None:
+            await self.websocket_server.stop()
         for sink in list(self.sinks):
             await sink.stop()  # what still waits is counted undelivered ("stopped") and logged
         if self.metrics_server is not None:
@@ -189,6 +206,14 @@ class Daemon:
         if hint is not None:
             log.warning("no_scanner", hint=hint)
 
+    async def _publish_retained(self, topic: str, payload: bytes) -> None:
+        if self.mqtt_sink is not None:
+            self.mqtt_sink.retain(topic, payload)
+
+    def _record_loop_lag(self, lag_s: float) -> None:
+        self.metrics.observe("scannerd_loop_lag_seconds", lag_s)
+        self.metrics.set("scannerd_loop_lag_last_seconds", lag_s)
+
     def status_line(self) -> str:
         present = sum(1 for r in self.running.values() if r.source.present)
         parts = [f"{present}/{len(self.running)} scanners present", f"{self.day_counts.counts.scans} scans today"]
@@ -218,10 +243,37 @@ class Daemon:
         await self.mqtt_sink.start()
 
     async def _start_metrics(self, config: Config) -> None:
+        """`[metrics] listen`: /metrics only. A busy port is retried, never fatal (http_listener.py)."""
         self.metrics_server = None
         if config.metrics.listen:
-            self.metrics_server = MetricsServer(config.metrics.listen, self.metrics.render)
+            host, _, port = config.metrics.listen.rpartition(":")
+            host = host.strip("[]")
+            self.metrics_server = HttpListener("metrics", host, int(port), metrics_only(self.metrics.render, host))
             await self.metrics_server.start()
+
+    def _grant_websocket(self, config: Config) -> None:
+        # The command table decides what inject may ever reach; the config decides whether.
+        self.commands.grant("websocket", {"inject"} if config.websocket and config.websocket.allow_inject else set())
+
+    async def _start_websocket(self, config: Config) -> None:
+        self.websocket_server = None
+        if config.websocket is not None:
+            self.websocket_server = WebSocketServer(
+                config.websocket, self.hub, self.commands.handle, hostname=self.hostname,
+                commands=lambda: self.commands.allowed("websocket"), metrics_text=self.metrics.render)
+            await self.websocket_server.start()
+
+    async def _reload_websocket(self, old: Config, new: Config) -> None:
+        self._grant_websocket(new)
+        if new.websocket == old.websocket:
+            return
+        same_address = old.websocket is not None and new.websocket is not None and new.websocket.listen == old.websocket.listen
+        if self.websocket_server is not None and new.websocket is not None and same_address:
+            self.websocket_server.reconfigure(new.websocket)  # browsers stay connected
+            return
+        if self.websocket_server is not None:
+            await self.websocket_server.stop()
+        await self._start_websocket(new)
 
     def _sync_sinks(self) -> None:
         self.sinks = [self.hub, self.day_counts] + ([self.mqtt_sink] if self.mqtt_sink is not None else [])
@@ -244,12 +296,7 @@ class Daemon:
         device = self.device_info(scanner, path)
         self.pipeline.register_device(device)
 
-        def emit(item: Frame | Rejected, _device: DeviceInfo = device) -> None:
-            event = self.pipeline.submit(self.pipeline.devices.get(_device.name, _device), item)
-            if isinstance(event, ScanEvent):
-                self.acceptance.on_scan(event)
-            self.controllers.outcome(_device.name, event)  # good / bad on a controlled scanner
-
+        emit = self._emitter(device)
         spec = framing_spec(scanner)
         request = SourceRequest(device, scanner, spec, emit, self.pipeline.device_state,
                                 reopen=self._polls_its_path(scanner),
@@ -259,6 +306,21 @@ class Daemon:
         task = self._spawn(self._run_source(scanner.name, source))
         self.running[scanner.name] = _Running(scanner, source, task)
         log.info("source_started", device=scanner.name, transport=scanner.transport, path=path)
+
+    def _emitter(self, device: DeviceInfo) -> Callable[[Frame | Rejected], None]:
+        """Where a source's reads go: the pipeline, then what follows from its answer (the
+        acceptance ledger counts a scan; the scanner gets its good / bad feedback)."""
+
+        def emit(item: Frame | Rejected) -> None:
+            event = self.pipeline.submit(self.pipeline.devices.get(device.name, device), item)
+            if isinstance(event, ScanEvent):
+                self.acceptance.on_scan(event)
+            self.controllers.outcome(device.name, event)  # a scanner with a control profile
+            running = self.running.get(device.name)
+            if event is not None and running is not None:
+                running.source.feedback(isinstance(event, ScanEvent))  # HID-POS beep, where asked for
+
+        return emit
 
     def _polls_its_path(self, scanner: ScannerConfig) -> bool:
         """A configured serial entry with an explicit path: its source waits for that path itself.
@@ -367,7 +429,7 @@ class Daemon:
         try:
             # Off the loop: reading the file and compiling the site rules takes milliseconds to
             # seconds, and a scanner sending meanwhile must not have its read cut by the idle gap.
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = await asyncio.to_thread(lambda: with_secrets(load_config(self.config_path)))
             classifier = new.classifier()
         except ConfigError as e:
             log.error("reload_refused", error=str(e), kept=self.config.source)
@@ -395,15 +457,14 @@ class Daemon:
                     # Scans queued for a broker that refused us (the reason for this reload,
                     # often) are still worth sending while within their TTL.
                     self.mqtt_sink.adopt_pending(waiting)
+                    for topic, payload in old_mqtt.retained_items():  # the station's counts too
+                        self.mqtt_sink.retain(topic, payload)
         self._sync_sinks()
         if new.metrics != old.metrics:
             if self.metrics_server is not None:
                 await self.metrics_server.stop()
-            try:
-                await self._start_metrics(new)
-            except OSError as e:  # port taken: scanning matters more than the metrics endpoint
-                log.error("metrics_unavailable", listen=new.metrics.listen, error=str(e))
-                self.metrics_server = None
+            await self._start_metrics(new)
+        await self._reload_websocket(old, new)
         wanted = {s.name: s for s in new.scanners}
         # Sources are reconciled by the device they hold, not only by name: an entry that now
         # names a device an auto-detected (or renamed) source holds must get that device.
@@ -478,11 +539,32 @@ class Daemon:
         except ControlParamError as e:
             raise CommandError(str(e)) from None
         self.pipeline.arm(device, ttl_s)  # scans count from now, while the device switches on
-        return {"device": device, "ttl_s": ttl_s, **await self.controllers.arm(device, amount_fen, voice, ttl_s)}
+        result = await self.controllers.arm(device, amount_fen, voice, ttl_s)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, True, ttl_s)  # a HID-POS trigger, if it has one
+        return {"device": device, "ttl_s": ttl_s, **result}
 
     async def disarm(self, device: str) -> dict[str, Any]:
         self.pipeline.disarm(device)
-        return {"device": device, **await self.controllers.disarm(device)}
+        result = await self.controllers.disarm(device)
+        if result.get("scanner") == "not_controllable":
+            result["scanner"] = self._switch(device, False, None)
+        return {"device": device, **result}
+
+    def _switch(self, device: str, on: bool, ttl_s: float | None) -> str:
+        """A scanner whose transport can switch it (HID-POS trigger) without a control profile;
+        with a TTL it is switched off again when the arming runs out."""
+        timer = self._switch_timers.pop(device, None)
+        if timer is not None:
+            timer.cancel()
+        running = self.running.get(device)
+        if running is None:
+            return "not_controllable"
+        answer = running.source.switch(on)
+        if on and ttl_s is not None and answer != "not_controllable":
+            self._switch_timers[device] = asyncio.get_running_loop().call_later(
+                ttl_s, lambda: self._switch(device, False, None))
+        return answer
 
     async def display(self, device: str, amount_fen: int | None, voice: str | None) -> dict[str, Any]:
         try:
@@ -528,6 +610,8 @@ class Daemon:
         sinks: dict[str, Any] = {"socket": {**(self.socket_server.status() if self.socket_server else {}), **counts}}
         if self.mqtt_sink is not None:
             sinks["mqtt"] = self.mqtt_sink.status()
+        listeners = {name: server.status() for name, server in
+                     (("websocket", self.websocket_server), ("metrics", self.metrics_server)) if server is not None}
         return {
             "version": __version__,
             "host": self.hostname,
@@ -543,6 +627,7 @@ class Daemon:
             "armed": self.pipeline.arming_state(),
             "control": self.controllers.states(),
             "acceptance": self.acceptance.status(),
+            "listeners": listeners,
         }
 
     def devices(self) -> list[dict[str, Any]]:
@@ -566,7 +651,7 @@ class Daemon:
 
 def run_daemon(config_path: str | None) -> int:
     try:
-        config = load_config(config_path)
+        config = with_secrets(load_config(config_path))
     except ConfigError as e:
         log.error("config_invalid", error=str(e))
         return 2

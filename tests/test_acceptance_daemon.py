@@ -132,3 +132,10 @@ async def test_scans_and_results_through_the_daemon_leave_counts_only(
     assert devices["window-3"]["kinds"]["unionpay_medical"] == {"required": True, "scans": 2, "paid": 1, "refunded": 1, "failed": 0, "done": True}
     assert devices["window-7"]["area"] == "international" and devices["window-7"]["missing"] == ["unionpay_medical"]
     assert report["complete"] is False
+
+    # The fleet route: the daemon kept its counts retained on the broker; the report collected
+    # from there is the same as the one from the ledger file.
+    assert await asyncio.to_thread(main, ["report", "-c", str(config), "--format", "json", "--lang", "en",
+                                          "--mqtt", f"127.0.0.1:{broker.port}", "--topic-filter", f"{PREFIX}/acceptance"]) == 0
+    fleet = json.loads(capsys.readouterr().out)
+    assert {**fleet, "generated": None} == {**report, "generated": None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +185,37 @@ def test_sigterm_with_clients_connected_logs_only_json_lines(rig: tuple[Daemon, 
     for line in daemon.log().splitlines():
         json.loads(line)  # every line one JSON object: no CancelledError tracebacks per client
     assert "Traceback" not in daemon.log()
+
+
+def test_a_scan_is_not_cut_in_two_when_the_daemon_is_not_scheduled_mid_scan(tmp_path: Path) -> None:
+    """A loaded PC does not run the daemon for a while in the middle of a scan: the rest of the
+    scan waits in the kernel while the idle gap (50 ms) runs out. It is one scan, not two
+    frames (the first scan of an auto-terminator scanner, before any terminator was seen)."""
+    import signal
+    import threading
+
+    pty = PtyScanner(tmp_path, "scanner")
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[socket]\npath = "{sock}"\n[[scanner]]\nname = "window-1"\npath = "{pty.link}"\n')  # terminator auto
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+        his = Client(sock)
+        his.wait_present()
+        pty.release_slave()
+        for _ in range(3):
+            code = wechat_code()
+            writer = threading.Thread(target=pty.write, args=(f"{code}\r".encode(),), kwargs={"baud": 2400})
+            writer.start()  # ~80 ms of characters
+            daemon.signal(signal.SIGSTOP)
+            writer.join()
+            time.sleep(0.2)  # the whole scan is in the kernel now, the idle gap long past
+            daemon.signal(signal.SIGCONT)
+            got = his.next_of("scan", "reject")
+            assert got["type"] == "scan" and got["code"] == code, got
+            assert his.nothing_within(0.3)
+    finally:
+        daemon.signal(signal.SIGCONT)
+        daemon.stop()
+        pty.close()

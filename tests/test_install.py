@@ -190,7 +190,8 @@ def test_example_is_all_comments() -> None:
 
 def test_example_tables_in_technician_order() -> None:
     data = tomllib.loads(uncommented(EXAMPLE.read_text()))
-    order = ["site", "scanner", "discovery", "control", "policy", "rule", "classify", "socket", "mqtt", "metrics", "acceptance"]
+    order = ["site", "scanner", "discovery", "control", "policy", "rule", "classify", "socket", "mqtt", "metrics",
+             "websocket", "acceptance"]
     assert list(data) == order
 
 

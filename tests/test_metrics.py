@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import Client, Daemon, PtyScanner, wechat_code
+from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
 from scannerd.metrics import Histogram, Metrics
 
 
@@ -67,3 +69,29 @@ def test_daemon_serves_metrics_over_http(tmp_path: Path) -> None:
     finally:
         daemon.stop()
         pty.close()
+
+
+def test_a_stalled_loop_shows_in_the_loop_lag_metrics(tmp_path: Path) -> None:
+    import signal as _signal
+
+    sock = tmp_path / "s.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[socket]\npath = "{sock}"\n[discovery]\nauto = false\n')
+    daemon = Daemon(config, sock)
+    try:
+        daemon.wait_ready()
+
+        def lag() -> dict[str, Any]:
+            metrics = Client(sock, role=None).command({"cmd": "metrics"})["metrics"]
+            return {"hist": metrics.get("scannerd_loop_lag_seconds", []), "last": metrics.get("scannerd_loop_lag_last_seconds", [])}
+
+        wait_for(lambda: lag()["hist"] and lag()["hist"][0]["count"] >= 1, 20)
+        daemon.signal(_signal.SIGSTOP)  # the whole process stalls, as a blocking call would stall the loop
+        time.sleep(1.5)
+        daemon.signal(_signal.SIGCONT)
+        # Stopped 1.5 s with a 1 s tick: the next tick runs at least 0.5 s late.
+        wait_for(lambda: lag()["hist"][0]["sum"] >= 0.4, 20)
+        text = Client(sock, role=None).command({"cmd": "metrics", "format": "prometheus"})["text"]
+        assert "# TYPE scannerd_loop_lag_seconds histogram" in text and "# TYPE scannerd_loop_lag_last_seconds gauge" in text
+    finally:
+        daemon.stop()

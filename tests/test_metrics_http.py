@@ -1,5 +1,6 @@
 """The metrics endpoint on a port another program holds: same policy at boot and on reload
-(issue 11 item 11) — never fatal, reported unavailable, retried until it listens."""
+(issue 11 item 11) — never fatal, reported unavailable, retried until it listens. The endpoint
+is the daemon's one HTTP listener class (delivery/http_listener.py) in its metrics-only form."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 from structlog.testing import capture_logs
 
-from scannerd.metrics_http import MetricsServer
+from scannerd.delivery.http_listener import HttpListener, metrics_only
 
 
 async def eventually(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
@@ -23,11 +24,15 @@ async def eventually(cond: Callable[[], bool], timeout: float = 20.0, what: str 
 
 async def http_get(port: int, path: str = "/metrics") -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     return data.decode()
+
+
+def metrics_server(port: int, render: Callable[[], str]) -> HttpListener:
+    return HttpListener("metrics", "127.0.0.1", port, metrics_only(render, "127.0.0.1"))
 
 
 def occupy() -> tuple[socket.socket, int]:
@@ -39,10 +44,10 @@ def occupy() -> tuple[socket.socket, int]:
 
 async def test_a_busy_port_is_reported_and_retried_until_it_is_free() -> None:
     holder, port = occupy()
-    server = MetricsServer(f"127.0.0.1:{port}", lambda: "scannerd_up 1\n")
+    server = metrics_server(port, lambda: "scannerd_up 1\n")
     try:
         with capture_logs() as logs:
-            await server.start_or_retry(initial_s=0.02, max_s=0.05)  # returns, does not raise
+            await server.start(initial_s=0.02, max_s=0.05)  # returns, does not raise
             assert server.status()["state"] == "unavailable"
             assert "in use" in str(server.status()["error"])
             await eventually(lambda: server.attempts >= 4, what="several retries")
@@ -50,7 +55,7 @@ async def test_a_busy_port_is_reported_and_retried_until_it_is_free() -> None:
             holder.close()
             await eventually(lambda: server.state == "listening", what="listening once the port is free")
         body = await http_get(port)
-        assert body.startswith("HTTP/1.1 200 OK") and body.endswith("scannerd_up 1\n")
+        assert body.startswith("HTTP/1.1 200 OK") and "\r\n\r\nscannerd_up 1\n" in body
         assert server.status() == {"state": "listening", "listen": f"127.0.0.1:{port}", "attempts": server.attempts}
         assert [e["event"] for e in logs][-1] == "metrics_listening"
     finally:
@@ -61,9 +66,9 @@ async def test_a_busy_port_is_reported_and_retried_until_it_is_free() -> None:
 
 async def test_stop_while_retrying_ends_the_retries() -> None:
     holder, port = occupy()
-    server = MetricsServer(f"127.0.0.1:{port}", lambda: "")
+    server = metrics_server(port, lambda: "")
     try:
-        await server.start_or_retry(initial_s=0.02, max_s=0.02)
+        await server.start(initial_s=0.02, max_s=0.02)
         await eventually(lambda: server.attempts >= 2, what="retrying")
         await server.stop()
         tries = server.attempts
@@ -82,10 +87,11 @@ async def test_stop_while_retrying_ends_the_retries() -> None:
 async def test_free_port_listens_at_once() -> None:
     holder, port = occupy()
     holder.close()
-    server = MetricsServer(f"127.0.0.1:{port}", lambda: "x 1\n")
-    await server.start_or_retry()
+    server = metrics_server(port, lambda: "x 1\n")
+    await server.start()
     try:
         assert server.status() == {"state": "listening", "listen": f"127.0.0.1:{port}", "attempts": 1}
         assert (await http_get(port, "/nope")).startswith("HTTP/1.1 404")
+        assert (await http_get(port, "/")).startswith("HTTP/1.1 404")  # metrics only: no page
     finally:
         await server.stop()

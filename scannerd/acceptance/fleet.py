@@ -68,6 +68,16 @@ class FleetPublisher:
         self._dirty.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # The counts at shutdown are the ones the fleet report must see (the debounce may have
+        # held back the last change).
+        try:
+            body = payload(self._snapshot())
+            if body != self.last_payload:
+                await self._publish(self.topic, body)
+                self.last_payload = body
+                self.published += 1
+        except Exception as e:  # evidence on the broker is a convenience: never a failed stop
+            log.warning("acceptance.fleet_final_publish_failed", error=str(e))
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

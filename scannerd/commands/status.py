@@ -140,6 +140,10 @@ def render(answer: dict[str, Any]) -> str:
         # The socket's connection counts are on the connections line above (without this query).
         shown = {k: v for k, v in s.items() if not (sink_name == "socket" and k in _CONNECTION_KEYS)}
         lines.append(_("  sink {name}: ").format(name=sink_name) + " ".join(f"{k}={v}" for k, v in shown.items()))
+    for name, listener in answer.get("listeners", {}).items():  # the WebSocket and metrics ports
+        error = listener.get("error")
+        lines.append(_("  {name} {listen}: {state}").format(name=name, listen=listener.get("listen", "?"), state=listener.get("state", "?"))
+                     + (_(" ({error}, retrying)").format(error=error) if error else ""))
     ledger = answer.get("acceptance")
     if ledger:
         why = f" ({ledger['error']})" if ledger.get("error") else ""

@@ -239,6 +239,10 @@ class MqttSink(Sink):
         # broker should hold; `_states` what is still to publish on this connection (all of
         # `_last_states` again after each connect: a restarted broker may have lost them).
         self._last_states: dict[str, DeviceStateEvent] = {}
+        # Other retained messages (the station's acceptance counts): the latest payload per
+        # topic, and those not yet published on this connection.
+        self._retained: dict[str, bytes] = {}
+        self._retained_due: dict[str, bytes] = {}
         self._states: dict[str, DeviceStateEvent] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -307,6 +311,21 @@ class MqttSink(Sink):
     def adopt_pending(self, events: Sequence[Event]) -> None:
         for event in events:
             self.deliver(event)  # TTL is checked again on the way in
+
+    @property
+    def prefix(self) -> str:
+        return self._topics.prefix
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Keep `payload` as the retained message of `topic` (latest wins), published now if
+        connected and again after every reconnect. For counts, never for scans."""
+        self._retained[topic] = payload
+        self._retained_due[topic] = payload
+        self._wake.set()
+
+    def retained_items(self) -> list[tuple[str, bytes]]:
+        """What retain() was given, for a successor sink (reload)."""
+        return list(self._retained.items())
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, DeviceStateEvent):
@@ -438,6 +457,7 @@ class MqttSink(Sink):
         # Every connect re-publishes every device's last state: the broker may be a restarted
         # one without persistence, or a new one after a reload.
         self._states = {**self._last_states, **self._states}
+        self._retained_due = dict(self._retained)
         if self._cfg.subscribe_cmd and self._on_command is not None:
             # Retained commands are never obeyed: do not even ask for the ones already stored,
             # and keep the retain flag on those published later, so _watch can refuse them.
@@ -511,6 +531,16 @@ class MqttSink(Sink):
             if self._states:
                 device = next(iter(self._states))
                 await self._publish_state(client, self._states.pop(device))
+                continue
+            if self._retained_due:
+                topic = next(iter(self._retained_due))
+                payload = self._retained_due.pop(topic)
+                try:
+                    await client.publish(topic, payload, qos=1, retain=True)
+                except BaseException:
+                    self._retained_due.setdefault(topic, payload)  # idempotent: try again later
+                    raise
+                self._metrics.inc("scannerd_mqtt_published_total", {"type": "retained"})
                 continue
             item = self._next_pending()
             if item is not None:

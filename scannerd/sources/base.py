@@ -146,6 +146,15 @@ class Source(abc.ABC):
         """Whether this source waits for its own path to come back (it can be poked)."""
         return False
 
+    def feedback(self, accepted: bool) -> None:
+        """After the pipeline took a read: a good or error beep where the transport itself can
+        give one (HID-POS output reports). Scanners with a control profile get theirs from it."""
+
+    def switch(self, on: bool) -> str:
+        """Turn the scanner's reading on or off (a kiosk's arm / disarm) where the transport can:
+        "sent", "unanswered", or "not_controllable"."""
+        return "not_controllable"
+
     def poke(self) -> None:
         """Discovery saw this source's device come back; sources that reopen look at once."""
 

@@ -206,6 +206,20 @@ class HidPosSource(Source):
             raise ControlError(f"{verb}: {self.device.name} is not present")
         self._write(control_report(verb, self.descriptor, self.vid))
 
+    def switch(self, on: bool) -> str:
+        """Honeywell's trigger on / off output report (the only HID-POS trigger that is public).
+        An output report has no reply: a write that went out is "sent"."""
+        verb = "enable" if on else "disable"
+        try:
+            self.control(verb)
+        except ControlError as e:
+            log.info("hidpos_switch_not_supported", device=self.device.name, verb=verb, why=str(e))
+            return "not_controllable"
+        except OSError as e:
+            log.warning("hidpos_switch_failed", device=self.device.name, verb=verb, error=str(e))
+            return "unanswered"
+        return "sent"
+
     def feedback(self, accepted: bool) -> None:
         """After classification: with beep_on_reject, a good beep for a code, an error beep for a
         reject. Best effort: a device without those usages stays silent."""

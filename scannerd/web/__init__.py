@@ -1,0 +1,1 @@
+"""The diagnostic page (static files, package data)."""
