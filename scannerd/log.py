@@ -237,6 +237,7 @@ class _Writer:
         self._reported = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._closing = threading.Event()  # cuts the batching pause short at close()
         # True while the writer is (about to be) asleep: only then does a put() wake it.
         self._idle = False
         self.thread = threading.Thread(target=self._run, name="scannerd-log-writer", daemon=True)
@@ -271,7 +272,7 @@ class _Writer:
             self._write(lines)
             if stop:
                 return
-            time.sleep(BATCH_S)  # busy: let the next lines gather into one write
+            self._closing.wait(BATCH_S)  # busy: let the next lines gather into one write
 
     def _render(self, item: MutableMapping[str, Any]) -> str:
         try:
@@ -296,6 +297,7 @@ class _Writer:
         """Write what is queued, for at most `timeout` seconds (a stuck stream is abandoned)."""
         self.pending.append(_STOP)  # past the capacity check: the stop must get in
         self._idle = False
+        self._closing.set()
         self._wake.set()
         self.thread.join(timeout)
 
