@@ -383,6 +383,8 @@ def _compile_rule(
     if "length" in raw:
         lengths, length_text = _parse_lengths(f"{where}.length", raw["length"])
     charset = raw.get("charset")
+    if charset is not None and not isinstance(charset, str):  # a list or a table is not hashable
+        raise RuleError(f"{where}.charset", f"expected a charset name (one of {', '.join(sorted(CHARSETS))}), got {type(charset).__name__}")
     if charset is not None and charset not in CHARSETS:
         raise RuleError(f"{where}.charset", f"unknown charset {charset!r}; known: {', '.join(sorted(CHARSETS))}")
     regex: LinearPattern | None = None
@@ -481,7 +483,7 @@ def _report(on_error: FaultHook | None, rule_id: str, text: str, error: Exceptio
         return
     try:
         on_error(rule_id, text, error)
-    except Exception:  # noqa: BLE001, S110 - a broken hook must not break classify's promise
+    except Exception:
         pass
 
 
@@ -613,18 +615,18 @@ class Classifier:
         """
         try:
             rules = self._by2.get(text[:2]) or self._by1.get(text[:1]) or self._wild
-        except Exception as e:  # noqa: BLE001 - not a str: nothing to match, nothing to drop
+        except Exception as e:
             _report(on_error, INDEX_FAULT_ID, text, e)
             return UNKNOWN
         for r in rules:
             try:
                 if r.matches(text):
                     return r.result
-            except Exception as e:  # noqa: BLE001 - one broken rule must not drop the scan
+            except Exception as e:
                 _report(on_error, r.id, text, e)
         try:
             return CANDIDATE if self._is_candidate(text, symbology) else UNKNOWN
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             _report(on_error, CANDIDATE_RULE_ID, text, e)
             return UNKNOWN
 

@@ -226,14 +226,17 @@ class Framer:
         self._take(chars[start:], list(times[start:]), out)
         return out
 
-    def feed_bytes(self, data: bytes, t_ns: int) -> list[Frame | Rejected]:
-        """Add raw bytes that arrived at t_ns, decoded with this framer's encoding."""
+    def feed_bytes(self, data: bytes, t_ns: int, *, continues: bool = False) -> list[Frame | Rejected]:
+        """Add raw bytes that arrived at t_ns, decoded with this framer's encoding. `continues`:
+        they were already waiting when the idle gap ran out (the reader was late, not the
+        scanner), so they extend the read in progress instead of ending it."""
         if self._decoder is None:
             raise ValueError("feed_bytes needs a Framer made with an encoding")
         out: list[Frame | Rejected] = []
         if not data:
             return out
-        self._idle_before(t_ns, out)
+        if not continues:
+            self._idle_before(t_ns, out)
         text = self._decoder.decode(data)
         if text:
             self._take(text, [t_ns] * len(text), out)

@@ -127,8 +127,9 @@ class Metrics:
             lines.append(f"# HELP {name} {HELP.get(name, name)}")
             lines.append(f"# TYPE {name} histogram")
             for k, h in sorted(hseries.items()):
+                # counts has one more slot than buckets: the +Inf bucket, written below.
                 running = 0
-                for bound, c in zip(h.buckets, h.counts):
+                for bound, c in zip(h.buckets, h.counts, strict=False):
                     running += c
                     lines.append(f"{name}_bucket{_labels(k + (('le', _fmt(bound)),))} {running}")
                 lines.append(f"{name}_bucket{_labels(k + (('le', '+Inf'),))} {h.count}")
@@ -145,4 +146,4 @@ def _labels(k: LabelKey) -> str:
     if not k:
         return ""
     esc = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in k)
-    return "{" + ",".join(f'{n}="{v}"' for (n, _), v in zip(k, esc)) + "}"
+    return "{" + ",".join(f'{n}="{v}"' for (n, _), v in zip(k, esc, strict=True)) + "}"

@@ -40,8 +40,8 @@ from .model import DeviceInfo, DeviceStateEvent, Frame, Rejected, ScanEvent, mas
 from .pipeline import Pipeline
 from .protocol import encode_event, wall_clock_iso
 from .sdnotify import Notifier, watchdog_loop
-from .sinks.mqtt_topics import default_prefix
 from .sinks.base import Sink
+from .sinks.mqtt_topics import default_prefix
 from .sources import registry
 from .sources.base import Source, SourceRequest
 

@@ -10,8 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import termios
+import time
 import tty
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,12 @@ class Client:
 
     def wait_present(self, timeout: float = 5.0) -> None:
         """Until every scanner the daemon runs has its device open."""
-        wait_for(lambda: all(d["present"] for d in self.command({"cmd": "status"})["devices"]), timeout)
+        # The socket is up before the sources start: an empty list is "not yet", not "all present".
+        def present() -> bool:
+            devices = self.command({"cmd": "status"})["devices"]
+            return bool(devices) and all(d["present"] for d in devices)
+
+        wait_for(present, timeout)
 
     def status(self) -> dict[str, Any]:
         return self.command({"cmd": "status"})

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Daemon
 
 from scannerd.client import resolve_socket_path
 from scannerd.config import ConfigError, load_config
+
+from helpers import REPO, Daemon
 
 BROKEN_RULE = "[[rule]]\nid = 'site.bad'\nchannel = 'his'\nkind = 'other'\nregex = 'RX(?=1)'\n"
 OVERLAPPING = (

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Client, Daemon, PtyScanner, wechat_code
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,8 @@ from scannerd.rules.regex import (
     _counted_repeats,
     compile_linear,
 )
+
+from helpers import REPO, Client, Daemon, PtyScanner, wechat_code
 
 CATASTROPHIC = [r"(a+)+b", r"V(\d+)+-\d{4}", r"(\w|\d)+\$", r"(x+x+)+y"]
 HOSTILE_CODES = ["a" * 32 + "!", "V" + "1" * 32 + "!", "1" * 32 + "!", "x" * 40]

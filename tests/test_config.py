@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
 from scannerd.config import ConfigError, load_config, parse_config
+
+from helpers import REPO
 
 
 def test_no_file_is_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:

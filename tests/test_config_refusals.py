@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 
 from scannerd.config import AF_UNIX_PATH_MAX, ConfigError, load_config
+
+from helpers import REPO
 
 
 def _unknown_group() -> str:
@@ -93,3 +94,10 @@ def test_inline_mqtt_password_in_a_file_others_can_read(tmp_path: Path) -> None:
     os.chmod(path, 0o640)
     config = load_config(path)
     assert config.mqtt is not None and config.mqtt.password == "Sup3r-s3cret"
+
+
+def test_a_rule_charset_that_is_not_a_name_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[rule]]\nid = "site.x"\nchannel = "his"\nkind = "other"\ncharset = []\nlength = 8\nexamples = ["12345678"]\n')
+    with pytest.raises(ConfigError, match=r"rule\[1\]\.charset: expected a charset name .*got list"):
+        load_config(path)

@@ -192,7 +192,6 @@ def test_a_scan_is_not_cut_in_two_when_the_daemon_is_not_scheduled_mid_scan(tmp_
     scan waits in the kernel while the idle gap (50 ms) runs out. It is one scan, not two
     frames (the first scan of an auto-terminator scanner, before any terminator was seen)."""
     import signal
-    import threading
 
     pty = PtyScanner(tmp_path, "scanner")
     sock = tmp_path / "s.sock"
@@ -204,17 +203,31 @@ def test_a_scan_is_not_cut_in_two_when_the_daemon_is_not_scheduled_mid_scan(tmp_
         his = Client(sock)
         his.wait_present()
         pty.release_slave()
-        for _ in range(3):
+        valid = 0
+        for _ in range(20):
             code = wechat_code()
-            writer = threading.Thread(target=pty.write, args=(f"{code}\r".encode(),), kwargs={"baud": 2400})
-            writer.start()  # ~80 ms of characters
+            head, tail = code[:6].encode(), f"{code[6:]}\r".encode()
+            t0 = time.monotonic()
+            pty.write(head, None)
+            time.sleep(0.005)  # the daemon reads the head
             daemon.signal(signal.SIGSTOP)
-            writer.join()
-            time.sleep(0.2)  # the whole scan is in the kernel now, the idle gap long past
+            paused = time.monotonic() - t0
+            pty.write(tail, None)  # the rest arrives while the daemon is not running
+            time.sleep(0.2)
             daemon.signal(signal.SIGCONT)
+            if paused > 0.03:
+                # This test process itself was held up between the two halves: the scanner
+                # really paused past the idle gap, which is not this test's case. Void round.
+                while not his.nothing_within(0.5):
+                    pass
+                continue
             got = his.next_of("scan", "reject")
             assert got["type"] == "scan" and got["code"] == code, got
             assert his.nothing_within(0.3)
+            valid += 1
+            if valid == 3:
+                break
+        assert valid == 3, "the machine was too busy for three valid rounds in twenty"
     finally:
         daemon.signal(signal.SIGCONT)
         daemon.stop()

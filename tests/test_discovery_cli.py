@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-from scannerd.commands.devices import UsbDescription, render, report
-from scannerd.config import Config, ScannerConfig
-from scannerd.sources.discovery import resolve_device
 from test_discovery import (
     BUILTIN,
     FTDI,
@@ -17,6 +13,10 @@ from test_discovery import (
     ZEBRA_ACM,
     cfg,
 )
+
+from scannerd.commands.devices import UsbDescription, render, report
+from scannerd.config import Config, ScannerConfig
+from scannerd.sources.discovery import resolve_device
 
 DESCS = [BUILTIN, LOGITECH, HONEYWELL, HONEYWELL_CONSUMER, ZEBRA_ACM, FTDI]
 USB = [

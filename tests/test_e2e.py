@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scannerd.model import mask
+
 from helpers import REPO, Client, Daemon, PtyScanner, alipay_code, unionpay_code, wait_for, wechat_code
 
 

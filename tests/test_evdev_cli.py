@@ -6,11 +6,11 @@ import argparse
 import asyncio
 
 import pytest
+from test_evdev_source import FakeInputDevice, fixture_events
 
 from scannerd.commands.test import _test, timing_line
 from scannerd.config import Config, ScannerConfig
 from scannerd.model import Frame
-from test_evdev_source import FakeInputDevice, fixture_events
 
 
 def args(**kw: object) -> argparse.Namespace:

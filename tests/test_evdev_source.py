@@ -273,7 +273,7 @@ async def test_other_read_errors_end_in_an_error_state() -> None:
         yield  # a generator, like evdev's read()
 
     h.dev.read = broken  # type: ignore[method-assign]
-    os.write(h.dev._w, b"x")  # noqa: SLF001 - wake the reader
+    os.write(h.dev._w, b"x")
     await asyncio.wait_for(task, 2)
     assert [(i.reason) for i in h.items if isinstance(i, Rejected)] == ["read_error"]
     assert h.states[-1].state == "error" and "Input/output error" in h.states[-1].reason

@@ -84,7 +84,7 @@ def test_a_timed_batch_frames_like_its_characters_one_at_a_time(keys: list[tuple
     per_char = Framer("d", spec)
     out_batch = batch.feed_timed(chars, times) + batch.flush(10**15)
     out_single: list[Frame | Rejected] = []
-    for ch, ti in zip(chars, times):
+    for ch, ti in zip(chars, times, strict=True):
         out_single += per_char.feed_char(ch, ti)
     assert out_batch == out_single + per_char.flush(10**15)
 

@@ -13,11 +13,12 @@ import time
 
 import pytest
 import structlog
-from helpers import REPO
 
 from scannerd import log
 from scannerd.log import mask_secrets
 from scannerd.model import Classification, DeviceInfo, Frame, Rejected, ScanEvent
+
+from helpers import REPO
 
 
 def test_long_digit_runs_are_masked_in_json_logs() -> None:
@@ -184,7 +185,7 @@ def test_logging_never_blocks_on_a_stream_nobody_reads() -> None:
             logger = structlog.get_logger("spam")
             for i in range(50_000):  # ~4 MB: far beyond the 64 KiB pipe buffer
                 logger.info("scan_delivered", i=i, note="x" * 40)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         done.set()
 

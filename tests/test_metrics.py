@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
 from scannerd.metrics import Histogram, Metrics
+
+from helpers import Client, Daemon, PtyScanner, wait_for, wechat_code
 
 
 def test_histogram_buckets_and_quantiles() -> None:

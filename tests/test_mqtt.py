@@ -20,7 +20,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from mqtt_broker import Broker, make_ca, make_tls_files
 from structlog.testing import capture_logs
 
 from scannerd.config import MqttConfig
@@ -28,6 +27,8 @@ from scannerd.metrics import Metrics
 from scannerd.model import Classification, DeviceInfo, DeviceStateEvent, ScanEvent
 from scannerd.protocol import encode_event
 from scannerd.sinks.mqtt import MqttSink
+
+from mqtt_broker import Broker, make_ca, make_tls_files
 
 HERE = Path(__file__).resolve().parent
 MQTT = {"sink": "mqtt"}

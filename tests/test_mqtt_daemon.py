@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import Client, Daemon, PtyScanner, wechat_code
 from mqtt_broker import Broker
 from test_mqtt import broker, payload, pki, subscriber  # noqa: F401 - the session broker fixtures

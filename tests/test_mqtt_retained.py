@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import Broker
-from test_mqtt import eventually, make_scan, new_sink, payload, running, subscriber
 
 from scannerd.config import MqttConfig
 from scannerd.metrics import Metrics
 from scannerd.model import DeviceStateEvent
 from scannerd.sinks.mqtt import STOP_BUDGET_S, MqttSink
+
+from mqtt_broker import Broker
+from test_mqtt import eventually, make_scan, new_sink, payload, running, subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,10 +68,12 @@ async def test_device_state_is_published_again_after_a_broker_restart(tmp_path: 
             sink.deliver(DeviceStateEvent("window-1", "present"))
             sink.deliver(DeviceStateEvent("window-2", "error", "EIO"))
             await eventually(lambda: sink.status()["published"] >= 2, what="states published")
+            published = sink.status()["published"]
             b.stop()
             await eventually(lambda: sink.status()["state"] != "connected", what="sink notices the broker is gone")
             b.start()
-            await eventually(lambda: sink.status()["state"] == "connected", timeout=15, what="reconnect")
+            # Both states again (a subscriber arriving before that would get them live, unretained).
+            await eventually(lambda: sink.status()["published"] >= published + 2, timeout=15, what="states re-published")
             async with subscriber(b.port, f"{prefix}/device/+/state") as late:
                 messages = [await late.get(timeout=10), await late.get(timeout=10)]
     assert all(m.retain for m in messages)
@@ -97,6 +100,7 @@ async def test_device_state_moves_to_the_sink_a_reload_makes(broker: Broker) -> 
     await old.stop()
     new.adopt_pending(waiting)
     try:
+        await eventually(lambda: new.status()["published"] >= 1, timeout=10, what="the new sink publishing the state")
         async with subscriber(broker.port, "t/reload-new/device/+/state") as late:
             m = await late.get(timeout=10)
         assert m.retain is True
@@ -166,3 +170,27 @@ def test_unit_timeout_stop_leaves_room_for_the_mqtt_stop_budget() -> None:
     # The MQTT sink's stop plus the rest of the shutdown (sources, socket, metrics) must end
     # before systemd's SIGKILL, or the `offline` status and the undelivered counts are lost.
     assert STOP_BUDGET_S + SHUTDOWN_REST_S <= timeout, (STOP_BUDGET_S, SHUTDOWN_REST_S, timeout)
+
+
+async def test_online_is_published_only_after_the_cmd_subscription(broker: Broker) -> None:
+    """A client that sends a command as soon as it sees `online` must be heard: the broker's log
+    shows our SUBSCRIBE to <prefix>/cmd before our PUBLISH of `online`."""
+    prefix = "t/online-order"
+
+    async def on_command(req: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "reply", "cmd": req["cmd"], "ok": True}
+
+    sink = new_sink(broker.port, prefix, on_command=on_command, client_id="order-check")
+    async with running(sink):
+        await eventually(lambda: sink.status()["state"] == "connected", what="connected")
+
+        def order() -> tuple[int, int] | None:
+            lines = broker.log_file.read_text(errors="replace").splitlines()
+            sub = next((i for i, line in enumerate(lines) if "Received SUBSCRIBE from order-check" in line), None)
+            online = next((i for i, line in enumerate(lines)
+                           if "Received PUBLISH from order-check" in line and f"'{prefix}/status'" in line), None)
+            return None if sub is None or online is None else (sub, online)
+
+        await eventually(lambda: order() is not None, what="both in the broker's log")
+        sub_at, online_at = order()  # type: ignore[misc]
+        assert sub_at < online_at, "online was published before the cmd subscription"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers import alipay_code, wechat_code
 from scannerd.census import Census
 from scannerd.classify import Classifier
 from scannerd.config import PolicyConfig
 from scannerd.metrics import Metrics
-from scannerd.model import DeviceInfo, Event, Frame, RejectEvent, Rejected, ScanEvent
+from scannerd.model import DeviceInfo, Event, Frame, Rejected, RejectEvent, ScanEvent
 from scannerd.pipeline import Pipeline, new_event_id
+
+from helpers import alipay_code, wechat_code
 
 MS = 1_000_000
 WINDOW = DeviceInfo("window-1", "serial", "outpatient", "window")

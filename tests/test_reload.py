@@ -154,7 +154,7 @@ def test_a_scan_during_a_reload_arrives_whole_with_the_default_idle_gap(tmp_path
             pty.write(f"{code}\r".encode(), baud=9600)  # ~20 ms of characters while the reload runs
             got = his.next_of("scan", "reject", timeout=30)
             assert got["type"] == "scan" and got["code"] == code, (round_, got)
-            wait_for(lambda: sum(1 for e in daemon.log_events() if e.get("event") == "reloaded") > reloads, 30)
+            wait_for(lambda before=reloads: sum(1 for e in daemon.log_events() if e.get("event") == "reloaded") > before, 30)
     finally:
         daemon.stop()
         pty.close()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_evdev_source import FakeInputDevice, fixture_events
 
 from scannerd.cli import main
 from scannerd.commands.record import record
@@ -25,7 +26,6 @@ from scannerd.sources.recording import (
     replay,
     write_recording,
 )
-from test_evdev_source import FakeInputDevice, fixture_events
 
 KEYS = Path(__file__).parent / "fixtures" / "keys"
 ROOT = Path(__file__).resolve().parent.parent

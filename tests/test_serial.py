@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import PtyScanner, alipay_code, wechat_code
 
 from scannerd.config import ScannerConfig
 from scannerd.framing import FramingSpec
 from scannerd.model import DeviceInfo, DeviceStateEvent, Frame, Rejected
 from scannerd.sources.serial import SerialSource
+
+from helpers import PtyScanner, alipay_code, wechat_code
 
 
 class Harness:

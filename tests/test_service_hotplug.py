@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import os
 import termios
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
-from helpers import wechat_code
 from scannerd.config import Config, ScannerConfig, SocketConfig
 from scannerd.model import Event, ScanEvent
 from scannerd.service import Daemon
 from scannerd.sources.discovery import FoundDevice
+
+from helpers import wechat_code
 
 
 class Collect:

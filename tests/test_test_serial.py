@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, PtyScanner, alipay_code, readable, wechat_code
 
 from scannerd.commands.test import is_serial_port
+
+from helpers import REPO, PtyScanner, alipay_code, readable, wechat_code
 
 
 class CliProcess:

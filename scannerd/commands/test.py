@@ -223,9 +223,9 @@ class _TapInput(FramedInput):
         self.observed.feed(chars, times)
         super().push_timed(chars, times)
 
-    def push_bytes(self, data: bytes, t_ns: int) -> None:
+    def push_bytes(self, data: bytes, t_ns: int, *, continues: bool = False) -> None:
         self.observed.feed_bytes(data, t_ns)
-        super().push_bytes(data, t_ns)
+        super().push_bytes(data, t_ns, continues=continues)
 
 
 def timing_line(frame: Frame) -> str:

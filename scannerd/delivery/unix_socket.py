@@ -93,7 +93,9 @@ class _StreamPeer:
         if self.writer.is_closing():
             return False
         self.writer.write(data)
-        return True
+        # A peer that has just gone: the kernel refused the bytes (EPIPE) and the transport
+        # closed itself inside write(). Nothing reached the HIS, so nothing is counted.
+        return not self.writer.is_closing()
 
     def buffered(self) -> int:
         return self.writer.transport.get_write_buffer_size()

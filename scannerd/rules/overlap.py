@@ -136,7 +136,7 @@ def _regex_samples(pattern: LinearPattern, n: int, seed: int) -> list[str]:
     flags = re.ASCII | (re.IGNORECASE if pattern.ignore_case else 0)
     try:
         parsed = _sre_p.parse(pattern.pattern, flags)
-    except Exception:  # noqa: BLE001 - generation is best effort; the pattern already compiled
+    except Exception:
         return []
     rng = random.Random(seed)
     out: list[str] = []

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -392,7 +392,7 @@ class MqttSink(Sink):
             except asyncio.CancelledError:
                 self._state = "disconnected"
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed, logged reason
+            except Exception as exc:
                 # A reset before CONNACK on a TLS connection is a TLS problem, not the network.
                 err = classify_error(exc, tls=self._cfg.tls and self._connected_at is None)
                 self._on_down(err, exc, was_connected=self._state == "connected")
@@ -453,7 +453,6 @@ class MqttSink(Sink):
         return ctx
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
         # Every connect re-publishes every device's last state: the broker may be a restarted
         # one without persistence, or a new one after a reload.
         self._states = {**self._last_states, **self._states}
@@ -466,6 +465,9 @@ class MqttSink(Sink):
             if any(getattr(rc, "is_failure", rc == 0x80) for rc in granted):
                 # A broker ACL without read on <prefix>/cmd: scans still flow, commands cannot.
                 log.warning("mqtt.cmd_subscribe_refused", topic=self._topics.cmd)
+        # `online` only once commands are heard: a kiosk page that sends `arm` as soon as it
+        # sees us online must not have it fall between our connect and our SUBSCRIBE.
+        await client.publish(self._topics.status, STATUS_ONLINE, qos=1, retain=True)
         self._on_up()
         watch = asyncio.create_task(self._watch(client), name="mqtt-watch")
         pub = asyncio.create_task(self._publisher(client), name="mqtt-publish")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import DeviceStateEvent, Event, RejectEvent, ScanEvent
-from ..protocol import ProtocolError, decode_command, dumps, encode_event, reply
+from ..protocol import decode_command, dumps, encode_event, reply
 
 __all__ = [
     "REJECT_QUEUE_TTL_S",

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import ScannerConfig
 from ..framing import Framer, FramingSpec
@@ -44,6 +44,11 @@ class Framing(Protocol):
     def abort(self, reason: str, now_ns: int) -> Sequence[Frame | Rejected]: ...
 
 
+# How far past the idle deadline a read may find an unfired idle timer before the loop counts as
+# late (its timer is due within ~1 ms when the loop runs freely).
+LATE_READER_NS = 2_000_000
+
+
 class FramedInput:
     """A Framer plus the idle-gap timer that flushes it; one per device, never shared.
 
@@ -59,6 +64,9 @@ class FramedInput:
         self._framing: Framing = framing or self.framer
         self._emit = emit
         self._timer: asyncio.TimerHandle | None = None
+        # Set by a source that can tell whether its device has input waiting (serial: FIONREAD):
+        # takes that input and says whether there was any.
+        self.pending_input: Callable[[], bool] | None = None
 
     def push(self, chars: str, t_ns: int) -> None:
         """A read of characters that arrived at t_ns, framed at once."""
@@ -71,9 +79,16 @@ class FramedInput:
         """A batch of typed characters with one arrival time each (a keyboard-wedge read)."""
         self._emit_all(self.framer.feed_timed(chars, times))
 
-    def push_bytes(self, data: bytes, t_ns: int) -> None:
-        """Raw bytes of a read (serial), decoded by the framer so a cut character is caught."""
-        self._emit_all(self.framer.feed_bytes(data, t_ns))
+    def push_bytes(self, data: bytes, t_ns: int, *, continues: bool = False) -> None:
+        """Raw bytes of a read (serial), decoded by the framer so a cut character is caught.
+        `continues`: bytes that were waiting when the idle gap ran out (see _on_idle). A read
+        that finds the idle deadline long past while its timer never ran was late itself (the
+        process was not scheduled): it continues the read too, since a responsive loop would
+        have run the timer on time."""
+        if not continues and self._timer is not None:
+            deadline = self._framing.deadline_ns()
+            continues = deadline is not None and t_ns > deadline + LATE_READER_NS
+        self._emit_all(self.framer.feed_bytes(data, t_ns, continues=continues))
 
     def deliver(self, items: Sequence[Frame | Rejected]) -> None:
         """Frames and rejects a source's own framing made (HID-POS reassembly)."""
@@ -110,6 +125,11 @@ class FramedInput:
 
     def _on_idle(self) -> None:
         self._timer = None
+        # The idle gap is "nothing arrived", not "we did not look": when the process was not
+        # scheduled for a while (a loaded PC), the rest of the scan may already wait in the
+        # kernel. The source takes it first, as part of the read in progress.
+        if self.pending_input is not None and self.pending_input():
+            return
         for item in self._framing.flush(time.monotonic_ns()):
             self._emit(item)
         self._arm_timer()
@@ -149,6 +169,7 @@ class Source(abc.ABC):
     def feedback(self, accepted: bool) -> None:
         """After the pipeline took a read: a good or error beep where the transport itself can
         give one (HID-POS output reports). Scanners with a control profile get theirs from it."""
+        return  # most transports have no feedback of their own (optional hook, not abstract)
 
     def switch(self, on: bool) -> str:
         """Turn the scanner's reading on or off (a kiosk's arm / disarm) where the transport can:
@@ -157,6 +178,7 @@ class Source(abc.ABC):
 
     def poke(self) -> None:
         """Discovery saw this source's device come back; sources that reopen look at once."""
+        return  # only sources that reopen their own path act on it (optional hook)
 
     @abc.abstractmethod
     async def run(self) -> None:

@@ -406,6 +406,11 @@ def _natural(s: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
 
 
+def _exists(devnode: str) -> bool:
+    """A /dev node is there (devtmpfs answers from memory: no disk, no wait)."""
+    return os.path.exists(devnode)
+
+
 def udev_running() -> bool:
     return os.path.exists("/run/udev/control")
 
@@ -483,7 +488,7 @@ class Discovery:
         while True:
             self._resync_again = False
             self._removed_meanwhile = set()
-            for devnode in [d for d in self.active if not os.path.exists(d)]:
+            for devnode in [d for d in self.active if not _exists(d)]:
                 self.active.pop(devnode, None)
                 self._on_remove(devnode)
             try:

@@ -377,7 +377,8 @@ def _stroke_table(layout: Layout) -> dict[str, list[Stroke]]:
 def _dead_table(layout: Layout) -> dict[str, Stroke]:
     dead: dict[str, Stroke] = {}
     for code, levels in sorted(layout.keys.items()):
-        for mods, ch in zip(((), (KEY_LEFTSHIFT,), (KEY_RIGHTALT,)), levels):
+        # A key may have fewer levels than the three modifiers.
+        for mods, ch in zip(((), (KEY_LEFTSHIFT,), (KEY_RIGHTALT,)), levels, strict=False):
             if ch.startswith(DEAD) and (mods != (KEY_RIGHTALT,) or layout.has_altgr):
                 dead.setdefault(ch[len(DEAD):], (mods, code))
     return dead

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import struct
+import termios
 import time
 from typing import TYPE_CHECKING
 
@@ -74,6 +77,7 @@ class SerialSource(Source):
         # The fd registered with loop.add_reader, removed in _close only, before the port closes:
         # once closed, the number may already belong to another scanner's port.
         self._reader_fd: int | None = None
+        self.input.pending_input = self._take_waiting
         self._lost: asyncio.Event | None = None
         self._reopen_now = asyncio.Event()
         self._announced_missing = False
@@ -158,6 +162,26 @@ class SerialSource(Source):
         if self.control is not None:
             data = self.control.filter(data, t_ns)  # replies out; what is left is scans
         self.input.push_bytes(data, t_ns)
+
+    def _take_waiting(self) -> bool:
+        """Input already in the kernel when the idle gap ran out (the process was not scheduled
+        in time): part of the read in progress, not the start of a new one."""
+        port = self._port
+        if port is None:
+            return False
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(port.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            data = os.read(port.fileno(), waiting) if waiting > 0 else b""
+        except OSError:
+            return False  # the reader callback sees what went wrong
+        if not data:
+            return False
+        t_ns = time.monotonic_ns()
+        if self.control is not None:
+            data = self.control.filter(data, t_ns)
+        # Timed now (the idle gap starts again from here), but part of the read in progress.
+        self.input.push_bytes(data, t_ns, continues=True)
+        return True
 
     def _on_lost(self, why: str) -> None:
         log.warning("serial_lost", device=self.device.name, path=self.device.path, why=why)

@@ -20,9 +20,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import vmbuild
-import vmqemu
-from vmcheck import missing_prerequisite, rig_unavailable
+import vmbuild  # noqa: E402 - found through the sys.path line above
+import vmqemu  # noqa: E402
+from vmcheck import missing_prerequisite, rig_unavailable  # noqa: E402
 
 REPO = HERE.parent.parent
 VM_TIMEOUT_S = float(os.environ.get("SCANNERD_VM_TIMEOUT", "170"))

@@ -181,7 +181,7 @@ def test_usb_kbd_typed_over_qmp_arrives_classified_with_kernel_timing(vm: RunRes
         ("unionpay", "payment", sent["unionpay"]),
     ]
     assert rejects(r["events"]) == []
-    for e, (channel, typing_s) in zip(scans(r["events"]), r["typing_s"].items()):
+    for e, (channel, typing_s) in zip(scans(r["events"]), r["typing_s"].items(), strict=True):
         assert e["device"] == "usbkbd-1"
         # The host spent typing_s sending ~40 key events 8 ms apart; the first-key → last-key time
         # comes from the kernel's event stamps, so it is a real fraction of that, not ~0.

@@ -87,9 +87,9 @@ class Qmp:
             try:
                 self.sock.connect(str(path))
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError) as e:
                 if time.monotonic() > deadline:
-                    raise VmError(f"QMP socket {path} never came up")
+                    raise VmError(f"QMP socket {path} never came up") from e
                 time.sleep(0.02)
         self.file = self.sock.makefile("rwb", buffering=0)
         self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -236,7 +236,7 @@ class Vm:
                 self.proc.wait(timeout=max(1.0, self.t_start + self.timeout - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._note("guest did not power off in time")
-        except Exception as e:  # noqa: BLE001 - recorded, QEMU is killed below
+        except Exception as e:
             self._note(f"host side error: {type(e).__name__}: {e}")
         finally:
             self._kill()
@@ -285,9 +285,9 @@ class Vm:
             try:
                 ctl.connect(str(self.sockdir / "ctl.sock"))
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError) as e:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise VmError("control socket never came up")
+                    raise VmError("control socket never came up") from e
                 time.sleep(0.02)
         self.ctl = ctl  # closed only once QEMU is gone: closing early can drop the last reply
         buf = b""
@@ -325,7 +325,7 @@ class Vm:
         try:
             extra = getattr(self, f"op_{op}")(req) or {}
             return {"id": rid, "ok": True, **extra}
-        except Exception as e:  # noqa: BLE001 - the guest records the failure
+        except Exception as e:
             self._note(f"op {op} failed: {e}")
             return {"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"}
 

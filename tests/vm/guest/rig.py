@@ -210,7 +210,7 @@ class Daemon:
         # The log goes to the guest's tmpfs (a 9p write per log line could stall the daemon's
         # event loop) and is copied to the results share when the daemon stops.
         self.logpath = cfg.parent / f"daemon-{name}.log"
-        self.logf = open(self.logpath, "wb")  # noqa: SIM115 - open for the daemon's life
+        self.logf = open(self.logpath, "wb")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(REPO),
                "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         self.t_start = time.monotonic()

@@ -1264,7 +1264,7 @@ def main() -> int:
             try:
                 res = fn(run)
                 res.setdefault("status", "ran")
-            except Exception as e:  # noqa: BLE001 - recorded for the host test to show
+            except Exception as e:
                 res = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
                 if run.daemon is not None:
                     res["daemon_log_tail"] = run.daemon.log_tail()
