@@ -255,7 +255,12 @@ def start_scannerd(directory: Path, label: str, scanners: Sequence[PtyScanner], 
     argv = [*scannerd_command(), "run", "-c", str(config)]
     if profile is not None:
         argv = [sys.executable, str(REPO / "bench" / "cprofile_daemon.py"), str(profile), "run", "-c", str(config)]
-    p = Process(label, argv, directory, sock)
+    # Its own state (acceptance ledger, day counts), fresh each run: as root the daemon would
+    # otherwise use the machine's /var/lib/scannerd, whose size (grown by every earlier run)
+    # shows up in RSS and start-up, and the bench would write its scans into a real ledger.
+    state = directory / f"{label}.state"
+    state.mkdir(exist_ok=True)
+    p = Process(label, argv, directory, sock, env={"STATE_DIRECTORY": str(state)})
     p.start()
     for s in scanners:
         s.release_slave()

@@ -1,25 +1,30 @@
 """Logging: every line, ours or a library's, is one masked JSON object (key=value on a TTY).
 
-- structlog and the stdlib loggers (asyncio, paho, sdnotify) share one pipeline: structlog's
-  stdlib integration renders both through the same ProcessorFormatter, so a line from paho or
-  an asyncio traceback is as JSON and as masked as our own.
-- A last-line-of-defence processor masks anything shaped like a payment code, 医保码 or health
+- structlog and the stdlib loggers (asyncio, paho, sdnotify) end in the same writer: a line
+  from paho or an asyncio traceback is as JSON and as masked as our own.
+- A last-line-of-defence pass masks anything shaped like a payment code, 医保码 or health
   card that reaches a log line, in case a call site forgets model.mask().
-- Writing never blocks the event loop: lines are rendered on the caller's thread and handed
-  to one writer thread through a bounded queue. When journald or a pipe is slow and the queue
-  is full, lines are dropped and counted (`dropped_lines()`), and the writer says how many.
+- The event loop does as little as possible per line: the caller's thread only snapshots the
+  call (level, logger, time, a formatted traceback, copies of mutable values) into a queue;
+  one writer thread masks, renders and writes. The writer is woken only when it went idle, and
+  while lines keep coming it gathers them for a few milliseconds into one write, so a busy
+  daemon pays neither a futex wake nor a write(2) per line.
+- Writing never blocks the event loop: when journald or a pipe is slow and the queue is full,
+  lines are dropped and counted (`dropped_lines()`), and the writer says how many.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
+import datetime
 import json as jsonlib
 import logging
-import queue
 import re
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -40,9 +45,14 @@ _LONG_TOKEN = re.compile(r"(?<![A-Za-z0-9+])[A-Za-z0-9+]{20,}")
 # revealing it and are what an operator greps for, so they stay readable.
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _MIN_DIGITS, _MIN_LETTERS = 1, 2
+# The shortest text either pattern above can match: anything shorter holds no code shape.
+_SHORTEST_SECRET = 12
 
 # Lines waiting for the writer; beyond this the loop drops rather than waits.
 QUEUE_LINES = 10_000
+# While lines keep coming, the writer waits this long after a write to gather the next ones
+# into one write (log lines may reach the stream this much later; scans are not delayed).
+BATCH_S = 0.02
 
 
 def _mask_middle(s: str) -> str:
@@ -62,6 +72,8 @@ def _mask_token(match: re.Match[str]) -> str:
 
 def mask_secrets(text: str) -> str:
     """`text` with every code-shaped run masked in the middle (4 characters kept each side)."""
+    if len(text) < _SHORTEST_SECRET:
+        return text
     text = _LONG_DIGITS.sub(lambda m: _mask_middle(m.group(0)), text)
     return _LONG_TOKEN.sub(_mask_token, text)
 
@@ -89,65 +101,205 @@ def mask_event_dict(_logger: Any, _name: str, event_dict: MutableMapping[str, An
     return event_dict
 
 
-# --- the writer -----------------------------------------------------------------------------
+# --- the caller's side: snapshot the call, nothing more ------------------------------------------
+
+# Values the writer can mask later as they are: immutable, and rendered without repr().
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+# structlog's method names → the level a line carries (as structlog.stdlib.add_log_level does).
+_LEVEL_OF = {"warn": "warning", "exception": "error", "fatal": "critical"}
+# Where the caller's wall-clock time waits for the writer (rendered there as "timestamp").
+_TIME_KEY = "_t"
 
 
-class _Writer:
-    """One thread writing rendered lines to a stream; the only place a slow stream can block."""
-
-    def __init__(self, stream: TextIO, capacity: int) -> None:
-        self.stream = stream
-        self.lines: queue.Queue[str | None] = queue.Queue(capacity)
-        self.dropped = 0
-        self._reported = 0
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name="scannerd-log-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, line: str) -> None:
-        try:
-            self.lines.put_nowait(line)
-        except queue.Full:
-            with self._lock:
-                self.dropped += 1
-
-    def _run(self) -> None:
-        while True:
-            line = self.lines.get()
-            if line is None:
-                return
-            with self._lock:
-                lost, self._reported = self.dropped - self._reported, self.dropped
-            try:
-                if lost:
-                    self.stream.write(f'{{"event":"log_lines_dropped","level":"warning","count":{lost}}}\n')
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass  # stderr closed or gone: nothing left to tell
-
-    def close(self, timeout: float) -> None:
-        """Write what is queued, for at most `timeout` seconds (a stuck stream is abandoned)."""
-        try:
-            self.lines.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self.thread.join(timeout)
+def _snapshot(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Make `fields` safe to render later on another thread: a traceback is formatted now (only
+    this thread knows its exception) and anything mutable or repr()'d is masked into a copy now."""
+    if "exc_info" in fields:
+        fields = structlog.processors.format_exc_info(None, "", fields)
+    for key, value in fields.items():
+        if type(value) not in _PLAIN:
+            fields[key] = _mask_value(value)
+    return fields
 
 
-class _QueueHandler(logging.Handler):
-    """Formats on the caller's thread (masking, tracebacks), queues the line, never waits."""
+class _QueueLogger:
+    """structlog's final logger: hands the processed call to the writer (see configure)."""
 
-    def __init__(self, writer: _Writer) -> None:
-        super().__init__()
-        self.writer = writer
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _queue(self, fields: MutableMapping[str, Any]) -> None:
+        writer = _writer
+        if writer is not None:
+            writer.put(fields)
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg = _queue
+
+
+_loggers: dict[str, _QueueLogger] = {}
+
+
+def _logger_for(*args: Any) -> _QueueLogger:
+    """structlog's logger factory: one _QueueLogger per name, made once."""
+    name = str(args[0]) if args else "scannerd"
+    logger = _loggers.get(name)
+    if logger is None:
+        logger = _loggers[name] = _QueueLogger(name)
+    return logger
+
+
+def _stamp(logger: Any, method: str, fields: MutableMapping[str, Any]) -> Any:
+    """structlog's one processor: level, logger, time; the call's dict goes on to _QueueLogger
+    as it is (a tuple return: no copy into keyword arguments)."""
+    fields["level"] = _LEVEL_OF.get(method, method)
+    fields["logger"] = logger.name if isinstance(logger, _QueueLogger) else "?"
+    fields[_TIME_KEY] = time.time()
+    return (_snapshot(fields),), {}
+
+
+class _StdlibHandler(logging.Handler):
+    """Lines of stdlib loggers (asyncio, paho, sdnotify, warnings): the same snapshot, the same
+    writer. The message is formatted here, since its arguments may change after the call."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
-        except Exception:
-            line = jsonlib.dumps({"event": "log_format_failed", "level": "error", "logger": record.name})
-        self.writer.put(line)
+            fields: dict[str, Any] = {"event": record.getMessage(), "level": record.levelname.lower(),
+                                      "logger": record.name, _TIME_KEY: record.created}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            if record.stack_info:
+                fields["stack"] = record.stack_info
+            line = _snapshot(fields)
+        except Exception:  # a broken log call must not break the caller
+            line = {"event": "log_format_failed", "level": "error", "logger": record.name, _TIME_KEY: time.time()}
+        writer = _writer
+        if writer is not None:
+            writer.put(line)
+
+
+# --- the writer's side: mask, render, write ------------------------------------------------------
+
+Render = Callable[[MutableMapping[str, Any]], str]
+
+
+def _timestamp(t: float) -> str:
+    # What structlog's TimeStamper(fmt="iso", utc=False) wrote: local time, no offset.
+    return datetime.datetime.fromtimestamp(t).isoformat()
+
+
+def _finish(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask what the snapshot left plain and put the time in its place, as the line's last key."""
+    t = fields.pop(_TIME_KEY, None)
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is str:
+            if len(value) >= _SHORTEST_SECRET:
+                fields[key] = mask_secrets(value)
+        elif kind is int and abs(value) >= 10**11:
+            fields[key] = mask_secrets(str(value))
+    if t is not None:
+        fields["timestamp"] = _timestamp(t)
+    if "exception" in fields:
+        fields["exception"] = fields.pop("exception")  # after the timestamp, as structlog had it
+    return fields
+
+
+def _json_renderer() -> Render:
+    def render(fields: MutableMapping[str, Any]) -> str:
+        return jsonlib.dumps(_finish(fields), ensure_ascii=False, default=repr)
+
+    return render
+
+
+def _logfmt_renderer() -> Render:
+    logfmt = structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)
+
+    def render(fields: MutableMapping[str, Any]) -> str:
+        return str(logfmt(None, "", _finish(fields)))
+
+    return render
+
+
+_STOP = object()
+
+
+class _Writer:
+    """One thread rendering and writing lines to a stream; the only place a slow stream blocks."""
+
+    def __init__(self, stream: TextIO, capacity: int, render: Render) -> None:
+        self.stream = stream
+        self.capacity = capacity
+        self.render = render
+        self.pending: collections.deque[Any] = collections.deque()
+        self.dropped = 0
+        self._reported = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()  # cuts the batching pause short at close()
+        # True while the writer is (about to be) asleep: only then does a put() wake it.
+        self._idle = False
+        self.thread = threading.Thread(target=self._run, name="scannerd-log-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, item: Any) -> None:
+        if len(self.pending) >= self.capacity:
+            with self._lock:
+                self.dropped += 1
+            return
+        self.pending.append(item)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def _run(self) -> None:
+        pending = self.pending
+        while True:
+            self._wake.clear()
+            self._idle = True
+            if not pending:  # checked after _idle is set: a put() from now on wakes us
+                self._wake.wait()
+            self._idle = False
+            lines: list[str] = []
+            stop = False
+            while pending:
+                item = pending.popleft()
+                if item is _STOP:
+                    stop = True
+                    break
+                lines.append(self._render(item))
+            self._write(lines)
+            if stop:
+                return
+            self._closing.wait(BATCH_S)  # busy: let the next lines gather into one write
+
+    def _render(self, item: MutableMapping[str, Any]) -> str:
+        try:
+            return self.render(item)
+        except Exception:  # one unrenderable line must not stop the writer
+            return jsonlib.dumps({"event": "log_format_failed", "level": "error", "logger": str(item.get("logger"))})
+
+    def _write(self, lines: list[str]) -> None:
+        with self._lock:
+            lost, self._reported = self.dropped - self._reported, self.dropped
+        if lost:
+            lines.insert(0, f'{{"event":"log_lines_dropped","level":"warning","count":{lost}}}')
+        if not lines:
+            return
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed or gone: nothing left to tell
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued, for at most `timeout` seconds (a stuck stream is abandoned)."""
+        self.pending.append(_STOP)  # past the capacity check: the stop must get in
+        self._idle = False
+        self._closing.set()
+        self._wake.set()
+        self.thread.join(timeout)
 
 
 _writer: _Writer | None = None
@@ -162,8 +314,8 @@ def flush(timeout: float = 2.0) -> None:
     """Write out queued lines (at exit); gives up after `timeout` when the stream is stuck."""
     global _writer
     if _writer is not None:
-        _writer.close(timeout)
-        _writer = None
+        writer, _writer = _writer, None
+        writer.close(timeout)
 
 
 def _route_uncaught_exceptions() -> None:
@@ -197,45 +349,21 @@ def configure(level: str = "info", json: bool | None = None, stream: TextIO | No
     stream = sys.stderr if stream is None else stream
     if json is None:
         json = not stream.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if json
-        else structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"], drop_missing=True)
-    )
     numeric = logging.getLevelName(level.upper())
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=False),
-    ]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        # Lines from stdlib loggers (asyncio, paho, sdnotify) get the same fields as ours.
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            # A traceback becomes one string field of the one JSON line, then is masked.
-            structlog.processors.format_exc_info,
-            mask_event_dict,
-            renderer,
-        ],
-    )
     flush()
-    _writer = _Writer(stream, QUEUE_LINES)
+    _writer = _Writer(stream, QUEUE_LINES, _json_renderer() if json else _logfmt_renderer())
     atexit.unregister(flush)  # once, however often configure() runs
     atexit.register(flush)
-    handler = _QueueHandler(_writer)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_StdlibHandler())
     root.setLevel(numeric)
     logging.captureWarnings(True)
     _route_uncaught_exceptions()
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[_stamp],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_logger_for,
         cache_logger_on_first_use=False,
     )

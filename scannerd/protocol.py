@@ -72,8 +72,12 @@ def encode_event(event: Event, delivered_ns: int | None = None) -> dict[str, Any
     raise TypeError(f"not an event: {event!r}")
 
 
+# One encoder for every line: json.dumps with options builds a new JSONEncoder each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return (_ENCODER.encode(obj) + "\n").encode("utf-8")
 
 
 def reply(cmd: str, ok: bool, **fields: Any) -> dict[str, Any]:

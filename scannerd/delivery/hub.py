@@ -304,9 +304,13 @@ class Hub(Sink):
             if his is None:
                 self._wait([_Queued(event)])
                 return
-            his.outbox.append(_Queued(event))
-            self._track(event)
+            q = _Queued(event)
+            his.outbox.append(q)
             self._pump(his)
+            # Written and settled at once (the usual case): nothing is left to expire, so its
+            # deadline is not kept (a heap entry and a timer wake-up per scan, 60 s later).
+            if his.closed or (his.outbox and his.outbox[-1] is q) or his.unacked.get(event.id) is q:
+                self._track(event)
             return
         line = dumps(encode_event(event))
         now = self.clock()
