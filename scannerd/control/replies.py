@@ -275,8 +275,9 @@ class _EchoDemux(Demux):
     def mid_reply(self) -> bool:
         return self._expecting and bool(self._buf)
 
+    @abc.abstractmethod
     def _complete(self) -> Reply | None:
-        raise NotImplementedError
+        """The reply the buffered echo bytes make, or None while it is incomplete."""
 
     def feed(self, data: bytes) -> Demuxed:
         out = Demuxed()

@@ -13,6 +13,7 @@ thread so a test's event loop (or `scannerd simulate`) only calls their methods.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import select
@@ -26,7 +27,7 @@ from pathlib import Path
 from .encode import HONEYWELL_MENU, newland_box_frame, xor_lrc
 
 
-class SimulatedDevice:
+class SimulatedDevice(abc.ABC):
     def __init__(self, link: Path, baud: int = 9600) -> None:
         self.link = link
         self.baud = baud
@@ -92,8 +93,9 @@ class SimulatedDevice:
             buf += data
             self._on_bytes(buf)
 
+    @abc.abstractmethod
     def _on_bytes(self, buf: bytearray) -> None:
-        raise NotImplementedError
+        """Consume what the daemon wrote so far (whole commands are removed from `buf`)."""
 
 
 # --- Newland scan box -----------------------------------------------------------------------

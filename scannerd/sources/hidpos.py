@@ -24,6 +24,7 @@ scanner: Honeywell's undocumented `SYN N` commands read and write scanner memory
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import errno
@@ -230,8 +231,9 @@ class HidPosSource(Source):
         except (ControlError, OSError) as e:
             log.debug("hidpos_feedback_failed", device=self.device.name, error=str(e))
 
+    @abc.abstractmethod
     def _write(self, report: bytes) -> None:
-        raise NotImplementedError
+        """Send one output report to the device (each backend its own way)."""
 
     def _lost(self, reason: str) -> None:
         removed = reason == "device_removed"
@@ -362,6 +364,7 @@ def usbfs_address(path: str) -> tuple[int, int] | None:
 def _usb_serial(dev: Any) -> str:
     try:
         return str(dev.serial_number or "")
+    # pyusb backends raise NotImplementedError for what they cannot do (not a gap in scannerd).
     except (ValueError, OSError, NotImplementedError):  # no string descriptor, no langid, no access
         return ""
 
