@@ -77,7 +77,7 @@ def test_readme_keeps_a_heading_for_every_part_of_the_wave() -> None:
 
 
 def test_the_two_commands_are_the_setup_script_and_the_chinese_readme_gives_the_same() -> None:
-    assert quick_start() == ("./setup run", "./setup test")
+    assert quick_start() == ("./setup run", "./setup deps test && python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest -q")
     zh = commands(blocks_under("快速开始", README_ZH)[0])
     assert zh == list(quick_start())
     assert commands(blocks_under("演示", README_ZH)[0]) == commands(blocks_under("Demo")[0])
