@@ -133,6 +133,11 @@ class Subscriber:
     def is_his(self) -> bool:
         return self.role is Role.HIS and not self.closed
 
+    def holds(self, device: str) -> bool:
+        """Whether scans of `device` wait here, unwritten or unacked (stops at the first)."""
+        return any(isinstance(q, _Queued) and q.event.device.name == device for q in self.outbox) or any(
+            q.event.device.name == device for q in self.unacked.values())
+
     def held_devices(self) -> set[str]:
         held = {q.event.device.name for q in self.outbox if isinstance(q, _Queued)}
         return held | {q.event.device.name for q in self.unacked.values()}
@@ -366,7 +371,7 @@ class Hub(Sink):
         device (unwritten or unacked) it keeps the device, so a hand-over can never put an
         older scan behind a newer one; otherwise the most specific filter, then the earliest."""
         owner = self._owner.get(device)
-        if owner is not None and owner.is_his and owner.wants(device) and device in owner.held_devices():
+        if owner is not None and owner.is_his and owner.wants(device) and owner.holds(device):
             return owner
         best: Subscriber | None = None
         for sub in self.subscribers:
