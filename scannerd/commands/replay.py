@@ -60,13 +60,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if isinstance(rec, HidRecording):
         return _replay_hid(rec, args, config)
-    scanner = ScannerConfig(name="replay", transport="evdev", layout=rec.layout if rec.layout in LAYOUTS else "us")
-    if args.scanner:
-        entry = next((s for s in config.scanners if s.name == args.scanner), None)
-        if entry is None:
-            print(f"error: no [[scanner]] named {args.scanner!r} in {config.source}", file=sys.stderr)
-            return 2
-        scanner = entry
+    scanner = _scanner(args, config, ScannerConfig(name="replay", transport="evdev",
+                                                   layout=rec.layout if rec.layout in LAYOUTS else "us"))
+    if scanner is None:
+        return 2
     overrides: dict[str, Any] = {}
     if args.layout:
         overrides["layout"] = args.layout
@@ -96,15 +93,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scanner(args: argparse.Namespace, config: Any, default: ScannerConfig) -> ScannerConfig | None:
+    """The [[scanner]] entry `--scanner` names (None, with the error printed, if there is none),
+    else `default`."""
+    if not args.scanner:
+        return default
+    entry: ScannerConfig | None = next((s for s in config.scanners if s.name == args.scanner), None)
+    if entry is None:
+        print(f"error: no [[scanner]] named {args.scanner!r} in {config.source}", file=sys.stderr)
+    return entry
+
+
 def _replay_hid(rec: HidRecording, args: argparse.Namespace, config: Any) -> int:
     """A scannerd-hid/1 recording: the reports through the recorded descriptor's layout."""
-    scanner = ScannerConfig(name="replay", transport="hidpos")
-    if args.scanner:
-        entry = next((s for s in config.scanners if s.name == args.scanner), None)
-        if entry is None:
-            print(f"error: no [[scanner]] named {args.scanner!r} in {config.source}", file=sys.stderr)
-            return 2
-        scanner = entry
+    scanner = _scanner(args, config, ScannerConfig(name="replay", transport="hidpos"))
+    if scanner is None:
+        return 2
     overrides: dict[str, Any] = {}
     if args.terminator:
         overrides["terminator"] = args.terminator
