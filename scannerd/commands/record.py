@@ -149,6 +149,25 @@ def run_hid(path: str, args: argparse.Namespace, desc: Any) -> int:
     return 0 if stats.ended in ("stopped", "duration") else 1
 
 
+
+async def _until_stopped(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, gone: asyncio.Future[str],
+                         duration: float | None) -> str | None:
+    """Until Ctrl-C / SIGTERM (None), the device going (its reason) or `duration` seconds
+    ("duration"); the signal handlers last only this long."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        stopper = loop.create_task(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {stopper, gone}
+        done, _ = await asyncio.wait(waiters, timeout=duration or None, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if gone in done:
+            return gone.result()
+        return None if done else "duration"
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
 async def record_hid(fd: int, out: IO[str], *, duration: float = 0, stop: asyncio.Event | None = None) -> RecordStats:
     """Write every report read from `fd` (closed at the end) until stop, duration or the device goes."""
     loop = asyncio.get_running_loop()
@@ -176,20 +195,11 @@ async def record_hid(fd: int, out: IO[str], *, duration: float = 0, stop: asynci
 
     try:
         loop.add_reader(fd, readable)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stopper = loop.create_task(stop.wait())
-        waiters: set[asyncio.Future[Any]] = {stopper, gone}
-        done, _ = await asyncio.wait(waiters, timeout=duration or None, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if gone in done:
-            stats.ended = gone.result()
-        elif not done:
-            stats.ended = "duration"
+        ended = await _until_stopped(loop, stop, gone, duration)
+        if ended:
+            stats.ended = ended
     finally:
         loop.remove_reader(fd)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         with contextlib.suppress(OSError):
             os.close(fd)
     return stats
@@ -227,19 +237,11 @@ async def record(dev: EvdevLike, out: IO[str], *, grab: bool = True, duration: f
             dev.grab()
             grabbed = True
         loop.add_reader(fd, readable)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stopper = loop.create_task(stop.wait())
-        done, _ = await asyncio.wait({stopper, gone}, timeout=duration or None, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if gone in done:
-            stats.ended = gone.result()
-        elif not done:
-            stats.ended = "duration"
+        ended = await _until_stopped(loop, stop, gone, duration)
+        if ended:
+            stats.ended = ended
     finally:
         loop.remove_reader(fd)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if grabbed:
             with contextlib.suppress(OSError):
                 dev.ungrab()
